@@ -1,0 +1,288 @@
+"""Fleet-scale figures: a rollout over N tenants against an in-process asyncpg loop doing the same upgrade at the
+same concurrency (interleaved), read latency under a fixed request rate, and resident memory vs catalog size.
+
+    python -m bench.fleet [--tenants 1000] [--rounds 3] [--rate 200] [--seconds 10]
+    TENANTS_DATABASE_URL=postgresql://... python -m bench.fleet
+
+The service runs as a real process (`python -m service serve`); the load generator runs here, open-loop: requests
+start on a fixed schedule whatever the answers' latency, so a slow server shows up as latency, not as fewer
+requests. Tenants use a two-file history so that a thousand of them are made in seconds; every measured rollout
+applies one more file to all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from service.db import with_database
+from service.embedded import EmbeddedPostgres
+from service.identifiers import quote_ident
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = ROOT / "tests" / "fixtures" / "migrations" / "ok"
+
+
+class Service:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("TENANTS_")}, **env}
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the server lives on
+                [sys.executable, "-m", "service", "serve", "--port", str(port)],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        async with httpx.AsyncClient() as client:
+            for _ in range(600):
+                try:
+                    if (await client.get(f"{self.url}/readyz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(self.log.read_text()[-2000:])
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(60)
+
+    def rss_mib(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+
+def add_file(folder: Path, version: int) -> str:
+    sql = f'ALTER TABLE "accounts" ADD COLUMN "c{version}" integer DEFAULT {version};\n'
+    (folder / f"{version:04d}_c{version}.sql").write_text(sql)
+    return sql
+
+
+async def create_tenants(url: str, n: int, concurrency: int) -> None:
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+
+        async def one(i: int) -> None:
+            async with sem:
+                r = await client.post("/tenants", json={"id": f"f{i}"})
+                assert r.status_code in (200, 201), r.text
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+
+
+async def service_rollout(url: str, concurrency: int) -> float:
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+        started = time.perf_counter()
+        r = await client.post("/rollouts", json={"concurrency": concurrency, "canary": 0, "max_failures": 0})
+        assert r.status_code == 202, r.text
+        rid = r.json()["id"]
+        while True:
+            body = (await client.get(f"/rollouts/{rid}")).json()
+            if body["state"] != "running":
+                break
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        assert body["state"] == "succeeded", body
+        return elapsed
+
+
+async def loop_upgrade(dsn: str, databases: list[str], version: int, sql: str, concurrency: int) -> float:
+    """The physical limit: connect, one transaction with the file and its history row, commit."""
+    sem = asyncio.Semaphore(concurrency)
+    sha = hashlib.sha256(sql.encode()).hexdigest()  # LF-only text: both hashes agree
+
+    async def one(db: str) -> None:
+        async with sem:
+            conn = await asyncpg.connect(with_database(dsn, db))
+            try:
+                async with conn.transaction():
+                    await conn.execute(sql)
+                    await conn.execute(
+                        "INSERT INTO _tenants.history (version, name, file, sha256, drizzle_hash, duration_ms)"
+                        " VALUES ($1, $2, $3, $4, $5, 0)",
+                        version,
+                        f"c{version}",
+                        f"{version:04d}_c{version}.sql",
+                        sha,
+                        sha,
+                    )
+            finally:
+                await conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(db) for db in databases))
+    return time.perf_counter() - started
+
+
+async def load(url: str, paths: list[str], rate: int, seconds: float) -> dict[str, float]:
+    """Open-loop load: one request every 1/rate s, cycling through ``paths``; latency percentiles in ms."""
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+
+        async def one(path: str) -> None:
+            nonlocal errors
+            started = time.perf_counter()
+            r = await client.get(path)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if r.status_code != 200:
+                errors += 1
+
+        tasks = []
+        begin = time.perf_counter()
+        total = int(rate * seconds)
+        for i in range(total):
+            delay = begin + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(paths[i % len(paths)])))
+        await asyncio.gather(*tasks)
+        wall = time.perf_counter() - begin
+    latencies.sort()
+    return {
+        "p50": latencies[len(latencies) // 2],
+        "p99": latencies[int(len(latencies) * 0.99) - 1],
+        "rps": len(latencies) / wall,
+        "errors": errors,
+    }
+
+
+async def fake_catalog_rows(dsn: str, catalog: str, n: int) -> None:
+    """Catalog rows only (no databases): what the service holds in memory does not depend on them existing."""
+    conn = await asyncpg.connect(with_database(dsn, catalog))
+    try:
+        await conn.execute(
+            """INSERT INTO tenants (id, name, database, state, request_sha256, version)
+               SELECT 'm' || g, 'm' || g, 'fake_m' || g, 'ready', '', 1 FROM generate_series(1, $1) g
+               ON CONFLICT DO NOTHING""",
+            n,
+        )
+    finally:
+        await conn.close()
+
+
+async def main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="tenants-fleet-"))
+    embedded = None
+    dsn = os.environ.get("TENANTS_DATABASE_URL")
+    if not dsn:
+        embedded = EmbeddedPostgres(work / "pg", durable=True)
+        dsn = embedded.start()
+    tag = uuid.uuid4().hex[:6]
+    folder = work / "migrations"
+    shutil.copytree(BASE, folder)
+    env = {
+        "TENANTS_DATABASE_URL": dsn,
+        "TENANTS_MIGRATIONS_DIR": str(folder),
+        "TENANTS_CATALOG_DATABASE": f"fleet_{tag}",
+        "TENANTS_DB_PREFIX": f"f{tag}_",
+        "TENANTS_LOG_LEVEL": "warning",
+        "TENANTS_POOL_SIZE": "40",
+        "TENANTS_MAX_PARALLEL": str(args.concurrency),
+    }
+    results: dict[str, Any] = {}
+    service = Service(env, work / "service.log")
+    try:
+        await service.start()
+        started = time.perf_counter()
+        await create_tenants(service.url, args.tenants, args.concurrency)
+        results["create_s"] = time.perf_counter() - started
+        databases = [f"f{tag}_f{i}" for i in range(args.tenants)]
+        ours: list[float] = []
+        limit: list[float] = []
+        version = 2
+        for _ in range(args.rounds):  # interleaved: service, loop, service, loop...
+            service.stop()
+            add_file(folder, version)
+            await service.start()
+            ours.append(await service_rollout(service.url, args.concurrency))
+            version += 1
+            sql = add_file(folder, version)
+            limit.append(await loop_upgrade(dsn, databases, version, sql, args.concurrency))
+            version += 1
+        results["rollout_s"] = ours
+        results["loop_s"] = limit
+        # the loop's files are on disk and in every tenant's history: restart so the service knows them.
+        service.stop()
+        await service.start()
+        paths = [f"/tenants/f{i}/schema" for i in range(args.tenants)]
+        results["schema"] = await load(service.url, paths, args.rate, args.seconds)
+        # A working set that fits the service's tenant-connection cache (TENANTS_TENANT_CONNECTIONS).
+        results["schema_hot"] = await load(service.url, paths[: args.hot], args.rate, args.seconds)
+        results["fleet"] = await load(service.url, ["/fleet"], args.rate, args.seconds)
+        results["rss_1000"] = service.rss_mib()
+        await fake_catalog_rows(dsn, f"fleet_{tag}", 10_000 - args.tenants)
+        await load(service.url, ["/fleet", "/tenants?limit=500"], 50, 2)
+        results["rss_10000"] = service.rss_mib()
+        results["fleet_10000"] = await load(service.url, ["/fleet"], args.rate, args.seconds)
+    finally:
+        service.stop()
+        admin = await asyncpg.connect(dsn)
+        try:
+            for name in [*(f"f{tag}_f{i}" for i in range(args.tenants)), f"fleet_{tag}"]:
+                await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+            for name in (f"f{tag}_f{i}" for i in range(args.tenants)):
+                await admin.execute(f"DROP ROLE IF EXISTS {quote_ident(name)}")
+        finally:
+            await admin.close()
+        if embedded is not None:
+            embedded.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    report(results, args)
+
+
+def report(r: dict[str, Any], args: argparse.Namespace) -> None:
+    n, c = args.tenants, args.concurrency
+    ours, limit = statistics.median(r["rollout_s"]), statistics.median(r["loop_s"])
+    print(f"tenants: {n}; concurrency: {c}; rounds: {args.rounds}; created in {r['create_s']:.1f} s")
+    print(f"rollout of one file (service)   median {ours:6.2f} s  runs {[round(x, 2) for x in r['rollout_s']]}")
+    print(f"asyncpg loop, same work         median {limit:6.2f} s  runs {[round(x, 2) for x in r['loop_s']]}")
+    print(f"ratio service/loop              {ours / limit:.2f}x")
+    for name in ("schema", "schema_hot", "fleet", "fleet_10000"):
+        x = r[name]
+        print(
+            f"GET {name:12s} at {args.rate} rps: p50 {x['p50']:6.2f} ms  p99 {x['p99']:6.2f} ms  "
+            f"achieved {x['rps']:.0f} rps  errors {x['errors']}"
+        )
+    print(f"service RSS: {r['rss_1000']:.1f} MiB with {n} tenants, {r['rss_10000']:.1f} MiB with 10000")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tenants", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--hot", type=int, default=40, help="tenants in the cache-sized working set")
+    asyncio.run(main(parser.parse_args()))

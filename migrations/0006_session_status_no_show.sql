@@ -1,0 +1,1 @@
+ALTER TYPE "public"."session_status" ADD VALUE 'no_show';

@@ -1,0 +1,5 @@
+"""``python -m service`` is ``tenantctl``."""
+
+from service.cli import main
+
+main()

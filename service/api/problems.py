@@ -1,0 +1,155 @@
+"""Errors as RFC 9457 problem+json: the one table from error code to HTTP status, and the handlers.
+
+No traceback ever reaches a client: unexpected exceptions are logged here and answered with ``internal_error``.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any, Final
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
+
+from service import errors
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE: Final = "application/problem+json"
+
+STATUS: Final[dict[type[errors.ServiceError], int]] = {
+    errors.InvalidTenantId: 422,
+    errors.InvalidRequest: 422,
+    errors.UnknownServer: 422,
+    errors.ConfirmationRequired: 400,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+    errors.TenantNotFound: 404,
+    errors.VersionNotFound: 404,
+    errors.DatabaseNotFound: 404,
+    errors.TenantExists: 409,
+    errors.DatabaseExists: 409,
+    errors.DatabaseNotAdoptable: 409,
+    errors.AdoptionAmbiguous: 409,
+    errors.RoleExists: 409,
+    errors.TenantBusy: 409,
+    errors.TenantNotReady: 409,
+    errors.HistoryMismatch: 409,
+    errors.OutOfOrder: 409,
+    errors.RepairRejected: 409,
+    errors.RolloutNotFound: 404,
+    errors.RolloutInProgress: 409,
+    errors.RolloutFinished: 409,
+    errors.ServerFull: 409,
+    errors.NoCapacity: 409,
+    errors.MigrationFailed: 500,
+    errors.MigrationSetInvalid: 500,
+    errors.DatabaseUnavailable: 503,
+}
+
+_HTTP_CODES: Final = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_ID_LOCATIONS: Final = {("body", "id"), ("path", "tenant_id")}
+
+
+def status_of(exc: errors.ServiceError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def problem(status: int, code: str, detail: str, /, **extra: Any) -> JSONResponse:
+    body = {
+        "type": f"urn:tenant-provisioner:error:{code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    # An error's details never replace the standard members.
+    body.update({k: v for k, v in extra.items() if v is not None and k not in body})
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.ServiceError)
+    status = status_of(exc)
+    if status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+    response = problem(status, exc.code, exc.message, **exc.details)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Never echo the input back: it may be hostile or huge.
+    found = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+    on_id = any(tuple(e["loc"][:2]) in _ID_LOCATIONS for e in found)
+    if on_id:
+        return problem(422, errors.InvalidTenantId.code, errors.InvalidTenantId().message, errors=found)
+    return problem(422, errors.InvalidRequest.code, "the request is invalid", errors=found)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    response = problem(exc.status_code, code, detail)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    if exc.status_code == 405:
+        response.headers["Allow"] = _allowed(request)
+    return response
+
+
+def _allowed(request: Request) -> str:
+    """Every method of the path: Starlette's 405 names only those of the first route that matched the path."""
+    methods = {
+        method
+        for route in request.app.routes
+        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] != Match.NONE
+        for method in getattr(route, "methods", None) or ()
+    }
+    return ", ".join(sorted(methods))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(500, "internal_error", "internal error; see the service log")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problem answers a route can give."""
+    from service.api.schemas import Problem
+
+    return {status: {"description": HTTPStatus(status).phrase, "model": Problem} for status in statuses}
+
+
+def problem_only(document: dict[str, Any]) -> dict[str, Any]:
+    """Make every error answer in the OpenAPI document ``application/problem+json`` with the Problem schema.
+
+    FastAPI documents error models as application/json and its own 422 with a different shape; the service
+    answers every error as problem+json, so the document must say exactly that.
+    """
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                if status.isdigit() and int(status) >= 400:
+                    response["content"] = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    schemas = document.get("components", {}).get("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    return document

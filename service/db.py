@@ -1,0 +1,382 @@
+"""Connections: the catalog's server and pool, the servers tenants live on, per-tenant locks, error translation.
+
+The only module that imports ``asyncpg.exceptions``: driver errors are classified by SQLSTATE here and re-raised
+as :mod:`service.errors` with ``from exc``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from asyncpg import exceptions as pgexc
+from asyncpg.pool import PoolConnectionProxy
+
+from service.config import DEFAULT_SERVER, ServerSpec
+from service.errors import DatabaseUnavailable, TenantBusy
+from service.identifiers import quote_ident
+
+# First key of every advisory lock this service takes, so they never collide with an application's own locks.
+LOCK_NAMESPACE: Final = 0x7E4A1
+DUPLICATE_DATABASE: Final = "42P04"
+# Two CREATE DATABASE of one name at the same moment: the loser trips pg_database's unique index instead of 42P04.
+UNIQUE_VIOLATION: Final = "23505"
+INVALID_CATALOG_NAME: Final = "3D000"
+OBJECT_IN_USE: Final = "55006"
+# Seconds a tenant server has to accept a connection: one that is down must fail its own tenants' requests soon,
+# not hold them (and their locks and slots) for asyncpg's default minute.
+CONNECT_TIMEOUT: Final = 10.0
+# GET /servers: a health check must answer fast even when a server does not.
+HEALTH_TIMEOUT: Final = 2.0
+
+_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    pgexc.CannotConnectNowError,
+    pgexc.ConnectionDoesNotExistError,
+    pgexc.TooManyConnectionsError,
+    pgexc.AdminShutdownError,
+    pgexc.CrashShutdownError,
+    pgexc.ConnectionFailureError,
+    asyncpg.InterfaceError,
+)
+
+PostgresError = asyncpg.PostgresError
+# A plain connection or one borrowed from the pool: the domain code takes either.
+Conn = asyncpg.Connection | PoolConnectionProxy
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    return getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, _UNAVAILABLE)
+
+
+@contextlib.contextmanager
+def unavailable_as_service_error(server: str | None = None) -> Iterator[None]:
+    """Translate "cannot reach the server" into :class:`DatabaseUnavailable` (503) for callers, naming the tenant
+    server when it is one (its tenants are unavailable, the others are not)."""
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        if server is None:
+            raise DatabaseUnavailable(f"database server unreachable: {type(exc).__name__}: {exc}") from exc
+        raise DatabaseUnavailable(
+            f"database server {server} unreachable: {type(exc).__name__}: {exc}", server=server
+        ) from exc
+
+
+def with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+@dataclass
+class Server:
+    """One PostgreSQL server: the admin DSN, and a pool on the catalog database."""
+
+    admin_dsn: str
+    catalog_database: str
+    pool_size: int = 10
+    pool: asyncpg.Pool | None = field(default=None, init=False)
+
+    async def open(self) -> None:
+        """Create the catalog database if missing, then open the pool on it."""
+        with unavailable_as_service_error():
+            await self._ensure_catalog_database()
+            self.pool = await asyncpg.create_pool(
+                with_database(self.admin_dsn, self.catalog_database),
+                min_size=1,
+                max_size=self.pool_size,
+            )
+
+    async def _ensure_catalog_database(self) -> None:
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", self.catalog_database)
+            if not exists:
+                # another replica won the race
+                with contextlib.suppress(pgexc.DuplicateDatabaseError, pgexc.UniqueViolationError):
+                    await conn.execute(f"CREATE DATABASE {quote_ident(self.catalog_database)}")
+            # Tenant roles log in to their own database only: never to the catalog (a no-op when not the owner).
+            # Replicas starting together would collide on the pg_database row ("tuple concurrently updated").
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1, 0)", LOCK_NAMESPACE)
+                await conn.execute(f"REVOKE CONNECT ON DATABASE {quote_ident(self.catalog_database)} FROM PUBLIC")
+        finally:
+            await conn.close()
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+
+    def require_pool(self) -> asyncpg.Pool:
+        if self.pool is None:
+            raise DatabaseUnavailable("the catalog pool is not open")
+        return self.pool
+
+    @contextlib.asynccontextmanager
+    async def catalog(self) -> AsyncIterator[Conn]:
+        with unavailable_as_service_error():
+            async with self.require_pool().acquire() as conn:
+                yield conn
+
+    async def connect(self, database: str, **kwargs: Any) -> asyncpg.Connection:
+        with unavailable_as_service_error():
+            conn: asyncpg.Connection = await asyncpg.connect(with_database(self.admin_dsn, database), **kwargs)
+            return conn
+
+
+class TenantLocks:
+    """Per-tenant mutual exclusion across tasks of this process *and* across replicas.
+
+    An in-process lock queues same-tenant requests so that only one of them holds a catalog connection while it
+    waits; a session advisory lock in the catalog database excludes other processes, and dies with the
+    connection if the process dies, so a crash never leaves a tenant locked.
+
+    A lease is also one of ``parallel`` slots: at most that many operations run at once against the server (each
+    holds a catalog connection and usually a tenant connection), so a burst of requests waits in line instead of
+    exhausting the pool or the server's connections. The slot is taken after the in-process lock (a same-tenant
+    waiter holds no slot) and before any connection; the wait for a slot is not bounded by ``timeout``, which is
+    about the tenant being busy, not the server.
+    """
+
+    def __init__(self, server: Server, timeout: float, parallel: int = 4) -> None:
+        self._server = server
+        self._timeout = timeout
+        self._local: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._slots = asyncio.Semaphore(parallel)
+
+    async def acquire(self, tenant_id: str) -> Lease:
+        """Wait (bounded) for the tenant, then (in line) for a slot; raise :class:`TenantBusy` past the bound."""
+        limit = self._timeout
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        local = self._enter(tenant_id)
+        try:
+            async with asyncio.timeout(limit):
+                await local.acquire()
+        except TimeoutError:
+            self._leave(tenant_id)
+            raise TenantBusy(tenant=tenant_id) from None
+        try:
+            left = max(limit - (loop.time() - started), 0.001)
+            await self._slots.acquire()
+        except BaseException:
+            local.release()
+            self._leave(tenant_id)
+            raise
+        try:
+            conn = await self._advisory(tenant_id, left)
+        except BaseException:
+            self._slots.release()
+            local.release()
+            self._leave(tenant_id)
+            raise
+        return Lease(self, tenant_id, conn, local, self._slots)
+
+    async def try_acquire(self, tenant_id: str) -> Lease | None:
+        """Take the tenant only if nobody holds it (used by recovery)."""
+        local = self._enter(tenant_id)
+        if local.locked():
+            self._leave(tenant_id)
+            return None
+        await local.acquire()
+        pool = self._server.require_pool()
+        conn = await pool.acquire()
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_NAMESPACE, tenant_id):
+            return Lease(self, tenant_id, conn, local)
+        await pool.release(conn)
+        local.release()
+        self._leave(tenant_id)
+        return None
+
+    def _enter(self, tenant_id: str) -> asyncio.Lock:
+        lock, users = self._local.get(tenant_id, (asyncio.Lock(), 0))
+        self._local[tenant_id] = (lock, users + 1)
+        return lock
+
+    def _leave(self, tenant_id: str) -> None:
+        lock, users = self._local[tenant_id]
+        if users <= 1:
+            del self._local[tenant_id]
+        else:
+            self._local[tenant_id] = (lock, users - 1)
+
+    async def _advisory(self, tenant_id: str, wait_seconds: float) -> PoolConnectionProxy:
+        pool = self._server.require_pool()
+        with unavailable_as_service_error():
+            conn: PoolConnectionProxy = await pool.acquire(timeout=wait_seconds)
+        try:
+            await conn.execute(f"SET lock_timeout = {int(wait_seconds * 1000) + 1}")
+            await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", LOCK_NAMESPACE, tenant_id)
+            await conn.execute("SET lock_timeout = 0")
+        except pgexc.LockNotAvailableError as exc:
+            await pool.release(conn)
+            raise TenantBusy(tenant=tenant_id) from exc
+        except BaseException:
+            await pool.release(conn)
+            raise
+        return conn
+
+
+@dataclass
+class Lease:
+    """A held tenant lock and the catalog connection that holds it; release exactly once."""
+
+    locks: TenantLocks
+    tenant_id: str
+    conn: PoolConnectionProxy
+    _local: asyncio.Lock
+    _slot: asyncio.Semaphore | None = None
+    _released: bool = False
+
+    async def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        try:
+            with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
+                await self.conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", LOCK_NAMESPACE, self.tenant_id)
+            await self.locks._server.require_pool().release(self.conn)
+        finally:
+            if self._slot is not None:
+                self._slot.release()
+            self._local.release()
+            self.locks._leave(self.tenant_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    healthy: bool
+    version: str | None
+    error: str | None
+
+
+class Target:
+    """A server tenants live on: its admin URL, its capacity (``None``: no limit), and connections to it.
+
+    Statements about the whole server (databases, roles) go over a small pool on its maintenance database (the one
+    its URL names), opened at first use: a server that is down at start delays nothing and costs nothing until one
+    of its tenants is touched, and a server that comes back is used again without a restart (the pool replaces
+    connections that died). Every failure to reach it is :class:`DatabaseUnavailable` naming it.
+    """
+
+    def __init__(self, name: str, admin_dsn: str, capacity: int | None, pool_size: int = 4) -> None:
+        self.name = name
+        self.admin_dsn = admin_dsn
+        self.capacity = capacity
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+
+    def __repr__(self) -> str:  # never the URL: it holds the admin password
+        return f"Target(name={self.name!r}, capacity={self.capacity!r})"
+
+    @property
+    def maintenance_database(self) -> str:
+        return urlsplit(self.admin_dsn).path.lstrip("/") or "postgres"
+
+    @contextlib.asynccontextmanager
+    async def admin(self) -> AsyncIterator[Conn]:
+        """A connection to the maintenance database, for CREATE/DROP DATABASE and CREATE/ALTER/DROP ROLE."""
+        with unavailable_as_service_error(self.name):
+            pool = await self._admin_pool()
+            async with pool.acquire() as conn:
+                yield conn
+
+    async def _admin_pool(self) -> asyncpg.Pool:
+        async with self._opening:
+            if self._pool is None:
+                # min_size=0: creating the pool connects nowhere; each acquire connects if it must.
+                self._pool = await asyncpg.create_pool(
+                    self.admin_dsn, min_size=0, max_size=self._pool_size, timeout=CONNECT_TIMEOUT
+                )
+            return self._pool
+
+    async def connect(self, database: str, **kwargs: Any) -> asyncpg.Connection:
+        kwargs.setdefault("timeout", CONNECT_TIMEOUT)
+        with unavailable_as_service_error(self.name):
+            conn: asyncpg.Connection = await asyncpg.connect(with_database(self.admin_dsn, database), **kwargs)
+            return conn
+
+    async def database_exists(self, database: str) -> bool:
+        async with self.admin() as conn:
+            return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database))
+
+    async def health(self) -> Health:
+        """One short query on a new connection (not the pool: its connections may predate an outage)."""
+        try:
+            conn = await asyncpg.connect(self.admin_dsn, timeout=HEALTH_TIMEOUT)
+            try:
+                version = await conn.fetchval("SELECT current_setting('server_version')", timeout=HEALTH_TIMEOUT)
+            finally:
+                await conn.close(timeout=HEALTH_TIMEOUT)
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            return Health(False, None, f"{type(exc).__name__}: {exc}")
+        return Health(True, str(version), None)
+
+    async def close(self) -> None:
+        """Close the admin pool; a later use opens a new one."""
+        async with self._opening:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
+                await pool.close()
+
+
+class Servers:
+    """The catalog's :class:`Server` and the :class:`Target` servers tenants live on, in configuration order.
+
+    With no servers configured there is one target, ``default``: the catalog's server, with no capacity limit, so a
+    single-server deployment behaves as before servers existed (its tenants' catalog rows say ``default``). Locks
+    and the catalog stay on the catalog's server whatever the targets, so they coordinate across all of them.
+    """
+
+    def __init__(self, catalog: Server, targets: Sequence[Target]) -> None:
+        self.catalog = catalog
+        self._targets = {t.name: t for t in targets}
+
+    @classmethod
+    def configure(cls, catalog: Server, specs: Sequence[ServerSpec], pool_size: int = 4) -> Servers:
+        if not specs:
+            return cls(catalog, [Target(DEFAULT_SERVER, catalog.admin_dsn, None, pool_size)])
+        return cls(catalog, [Target(s.name, s.url, s.capacity, pool_size) for s in specs])
+
+    def __iter__(self) -> Iterator[Target]:
+        return iter(self._targets.values())
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._targets)
+
+    @property
+    def first(self) -> Target:
+        return next(iter(self._targets.values()))
+
+    def get(self, name: str) -> Target | None:
+        return self._targets.get(name)
+
+    def target(self, name: str) -> Target:
+        """The server of a tenant; DatabaseUnavailable when it is no longer configured (its tenants cannot be
+        reached until it is listed again)."""
+        found = self._targets.get(name)
+        if found is None:
+            raise DatabaseUnavailable(f"database server {name} is not configured (TENANTS_SERVERS)", server=name)
+        return found
+
+    async def close(self) -> None:
+        """Close the targets' admin pools; the catalog's server belongs to whoever opened it."""
+        for target in self._targets.values():
+            await target.close()

@@ -1,0 +1,360 @@
+"""Fleet rollouts: bring every tenant below a target version up to it, canaries first, stopping on failures.
+
+A rollout's tenants are the ready ones below the target when it starts (among those named, if any), in id order
+or the order given; the first ``canary`` of them are its canaries.
+
+- **Canaries run one at a time**, and any canary failure stops the rollout: the point of a canary is to break as
+  few tenants as possible before a bad file is noticed. The others then run ``concurrency`` at a time (at most
+  ``TENANTS_MAX_PARALLEL`` per process, the cap every operation that changes tenants shares); the rollout stops
+  starting tenants once more than ``max_failures`` of them failed, or once it is cancelled, and lets those running
+  finish.
+- **It survives its process.** The rollout and each tenant's state live in the catalog; a tenant is marked
+  ``running`` before it is touched. The process that drives a rollout holds a session advisory lock on it, on a
+  connection of its own, for as long as it drives. Every process (replicas sharing the catalog included) looks for
+  running rollouts at start and every ``TENANTS_ROLLOUT_POLL_INTERVAL`` seconds and drives any whose lock is free:
+  their driver died. Tenants it left ``running`` are run again, which is safe: a migration is idempotent (only
+  pending files run) and commits per batch, so the attempt that died either committed a batch or left nothing.
+- **Tenants never run twice at once**: each migration takes the tenant's own lock, as a single migrate does.
+- **One rollout runs at a time** (a unique index in the catalog): two rollouts to different targets would race for
+  the same tenants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import asyncpg
+
+from service import audit
+from service import rollout_catalog as store
+from service.db import UNIQUE_VIOLATION, sqlstate
+from service.errors import (
+    InvalidRequest,
+    RolloutFinished,
+    RolloutInProgress,
+    RolloutNotFound,
+    ServiceError,
+    TenantNotFound,
+)
+from service.identifiers import validate_tenant_id
+from service.provisioner import Provisioner, error_dict
+from service.rollout_catalog import ItemState, Rollout
+from service.status import SchemaStatus
+
+log = logging.getLogger(__name__)
+
+# First key of a rollout's advisory lock (the second is its id): apart from db.LOCK_NAMESPACE, whose second keys are
+# hashes of tenant ids and names, so a rollout's lock can never collide with a tenant's.
+_LOCK_NAMESPACE: Final = 0x7E4A2
+# A driver that cannot reach its lock connection within this many seconds stops driving: it may have lost the lock.
+_PING_TIMEOUT: Final = 10.0
+# Bounds in seconds of the migration-duration histogram in /metrics.
+DURATION_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutRequest:
+    to_version: int | None = None
+    concurrency: int = 8
+    canary: int = 5
+    max_failures: int = 1
+    tenants: tuple[str, ...] | None = None
+
+
+class _LockLost(Exception):
+    """This process no longer holds the rollout's lock: stop driving, leave the rollout to whoever takes it."""
+
+
+class Rollouts:
+    """Starts, reads and cancels rollouts, and drives those whose lock this process can take."""
+
+    def __init__(self, provisioner: Provisioner, poll_interval: float) -> None:
+        self.provisioner = provisioner
+        self._server = provisioner.server
+        self._interval = poll_interval
+        # Tenants one rollout migrates at once in this process: the cap every tenant-changing operation shares.
+        self.parallel = provisioner.settings.max_parallel
+        self._driving: dict[int, asyncio.Task[None]] = {}
+
+    # -- requests -------------------------------------------------------------------------------------------
+
+    async def start(self, request: RolloutRequest) -> Rollout:
+        """Record a rollout and start driving it in the background; a rollout with no tenant is born succeeded.
+
+        Raises InvalidRequest (no such target version, a tenant named twice), TenantNotFound (a named tenant does
+        not exist), RolloutInProgress (another rollout is running).
+        """
+        target = self._target(request.to_version)
+        only = self._named(request.tenants)
+        try:
+            async with self._server.catalog() as conn, conn.transaction():
+                if only is not None and (missing := await store.unknown_tenants(conn, only)):
+                    raise TenantNotFound(f"no tenant has the id {missing[0]!r}", tenants=missing)
+                tenants = _in_order(await store.candidates(conn, target, only), only)
+                rollout_id = await store.insert(
+                    conn,
+                    to_version=target,
+                    concurrency=request.concurrency,
+                    canary=min(request.canary, len(tenants)),
+                    max_failures=request.max_failures,
+                    actor=audit.actor.get(),
+                    tenants=tenants,
+                )
+        except asyncpg.PostgresError as exc:
+            if sqlstate(exc) != UNIQUE_VIOLATION:
+                raise
+            async with self._server.catalog() as conn:
+                running = await store.running_ids(conn)
+            raise RolloutInProgress(rollout=running[0] if running else None) from exc
+        self.kick(rollout_id)
+        return await self.get(rollout_id)
+
+    def _target(self, to_version: int | None) -> int:
+        latest = self.provisioner.migrations.latest_version
+        if latest is None:
+            raise InvalidRequest("there are no migrations to roll out")
+        if to_version is None:
+            return latest
+        if to_version not in self.provisioner.migrations.by_version:
+            raise InvalidRequest(
+                f"to_version {to_version} is not a loaded migration version (latest is {latest})", field="to_version"
+            )
+        return to_version
+
+    @staticmethod
+    def _named(tenants: Sequence[str] | None) -> list[str] | None:
+        if tenants is None:
+            return None
+        for tenant_id in tenants:
+            validate_tenant_id(tenant_id)
+        if len(set(tenants)) != len(tenants):
+            raise InvalidRequest("a tenant is named twice in tenants", field="tenants")
+        return list(tenants)
+
+    async def get(self, rollout_id: int) -> Rollout:
+        async with self._server.catalog() as conn:
+            found = await store.get(conn, rollout_id)
+        if found is None:
+            raise RolloutNotFound(rollout=rollout_id)
+        return found
+
+    async def page(self, *, before: int | None, limit: int) -> list[Rollout]:
+        async with self._server.catalog() as conn:
+            return await store.page(conn, before=before, limit=limit)
+
+    async def cancel(self, rollout_id: int) -> Rollout:
+        """Stop starting tenants (those running finish); a cancelled rollout's cancel is a no-op.
+
+        When no process drives the rollout it is ended here and answered ``cancelled``; otherwise its driver ends
+        it after its running tenants, and the answer is still ``running``. Raises RolloutNotFound, RolloutFinished.
+        """
+        async with self._server.catalog() as conn:
+            asked = await store.request_cancel(conn, rollout_id)
+        if not asked:
+            current = await self.get(rollout_id)
+            if current.state == "cancelled":
+                return current
+            raise RolloutFinished(rollout=rollout_id, state=current.state)
+        task = self._driving.get(rollout_id)
+        if task is None:
+            task = self.kick(rollout_id)
+            # Nobody drove it: taking the lock ends it at once (nothing is started after a cancel).
+            await asyncio.shield(task)
+        return await self.get(rollout_id)
+
+    async def duration_buckets(self) -> tuple[list[int], int, float]:
+        async with self._server.catalog() as conn:
+            return await store.duration_buckets(conn, DURATION_BUCKETS)
+
+    # -- driving --------------------------------------------------------------------------------------------
+
+    def kick(self, rollout_id: int) -> asyncio.Task[None]:
+        """Drive the rollout in the background if its lock is free; the task returns at once if it is not."""
+        task = self._driving.get(rollout_id)
+        if task is None:
+            task = asyncio.create_task(self._drive_if_free(rollout_id), name=f"rollout-{rollout_id}")
+            self._driving[rollout_id] = task
+            task.add_done_callback(lambda _: self._driving.pop(rollout_id, None))
+        return task
+
+    async def _drive_if_free(self, rollout_id: int) -> None:
+        try:
+            lock = await self._server.connect(self._server.catalog_database)
+        except ServiceError as exc:
+            log.warning("rollout %d: cannot open its lock connection: %s", rollout_id, exc.message)
+            return
+        try:
+            if not await lock.fetchval("SELECT pg_try_advisory_lock($1, $2)", _LOCK_NAMESPACE, rollout_id):
+                return  # another process drives it
+            audit.actor.set(f"rollout:{rollout_id}")
+            await _Driver(self, rollout_id, lock).run()
+        except _LockLost:
+            log.warning("rollout %d: lost its lock connection; another process will take it over", rollout_id)
+        except Exception as exc:  # the next look (or another replica) resumes it
+            log.exception("rollout %d: driving stopped: %s", rollout_id, exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await lock.close()  # also releases the advisory lock
+
+    async def _look(self) -> None:
+        async with self._server.catalog() as conn:
+            ids = await store.running_ids(conn)
+        for rollout_id in ids:
+            self.kick(rollout_id)
+
+    async def _watch(self) -> None:
+        """Resume running rollouts at start, then look again every interval (their driver may die any time)."""
+        while True:
+            try:
+                await self._look()
+            except ServiceError as exc:
+                log.warning("looking for running rollouts failed: %s", exc.message)
+            except Exception:
+                log.exception("looking for running rollouts failed")
+            await asyncio.sleep(self._interval)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """For the app's lifetime: resume and watch rollouts; on exit stop driving.
+
+        Stopping cancels the tenants being migrated (their transactions roll back); they stay ``running`` in the
+        catalog and are run again by whoever drives the rollout next.
+        """
+        watcher = asyncio.create_task(self._watch(), name="rollout-watcher")
+        try:
+            yield
+        finally:
+            tasks = [watcher, *self._driving.values()]
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+class _Driver:
+    """Drives one rollout while its lock is held: canaries, then the rest, then the end state."""
+
+    def __init__(self, rollouts: Rollouts, rollout_id: int, lock: asyncpg.Connection) -> None:
+        self._rollouts = rollouts
+        self._server = rollouts.provisioner.server
+        self._id = rollout_id
+        self._lock = lock
+        self._target = 0
+        self._max_failures = 0
+        self._lost = False
+        # One connection answers one query at a time; the workers take turns to ping it.
+        self._ping = asyncio.Lock()
+
+    async def run(self) -> None:
+        """Raises _LockLost (the rollout is left running for the next driver)."""
+        async with self._server.catalog() as conn:
+            rollout = await store.get(conn, self._id, with_tenants=False)
+            if rollout is None or rollout.state != "running":
+                return  # ended by the driver that held the lock before us
+            if rollout.to_version not in self._rollouts.provisioner.migrations.by_version:
+                # A replica from before the target's file was added (a rolling deploy): leave it to one that has it.
+                log.warning("rollout %d: version %d is not loaded here; not driving it", self._id, rollout.to_version)
+                return
+            resumed = await store.requeue_interrupted(conn, self._id)
+        if resumed:
+            log.warning("rollout %d: running again %d tenant(s) its previous driver left running", self._id, resumed)
+        self._target, self._max_failures = rollout.to_version, rollout.max_failures
+        if await self._canaries():
+            await self._rest(min(rollout.concurrency, self._rollouts.parallel))
+        if self._lost:
+            raise _LockLost
+        await self._finish()
+
+    async def _canaries(self) -> bool:
+        """One at a time; False when the rollout must stop (a canary failed, it was cancelled, the lock is lost)."""
+        for tenant_id in await self._pending(canary=True):
+            if not await self._may_start(canary=True):
+                return False
+            await self._migrate(tenant_id)
+        return await self._may_start(canary=False)
+
+    async def _rest(self, workers: int) -> None:
+        # The workers share one iterator: each takes the next tenant when it is free.
+        queue = iter(await self._pending(canary=False))
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(self._work(queue))
+
+    async def _pending(self, *, canary: bool) -> list[str]:
+        async with self._server.catalog() as conn:
+            return await store.pending(conn, self._id, canary=canary)
+
+    async def _work(self, queue: Iterator[str]) -> None:
+        for tenant_id in queue:
+            if not await self._may_start(canary=False):
+                return
+            await self._migrate(tenant_id)
+
+    async def _may_start(self, *, canary: bool) -> bool:
+        """Whether to start one more tenant; never once the lock connection failed to answer (it may be lost)."""
+        if self._lost:
+            return False
+        try:
+            async with self._ping:
+                await self._lock.fetchval("SELECT 1", timeout=_PING_TIMEOUT)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            self._lost = True
+            return False
+        async with self._server.catalog() as conn:
+            progress = await store.progress(conn, self._id)
+        if progress.cancel_requested or progress.canary_failed:
+            return False
+        return canary or progress.failed <= self._max_failures
+
+    async def _migrate(self, tenant_id: str) -> None:
+        async with self._server.catalog() as conn:
+            await store.start_item(conn, self._id, tenant_id)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        state: ItemState = "succeeded"
+        error = None
+        try:
+            reached = await self._rollouts.provisioner.migrate(tenant_id, to_version=self._target)
+            if reached.current_version is None or reached.current_version < self._target:
+                state, error = "failed", {"code": "target_not_reached", "message": _short_of(reached, self._target)}
+        except TenantNotFound as exc:  # deleted since the rollout started: nothing left to migrate
+            state, error = "skipped", error_dict(exc)
+        except ServiceError as exc:
+            state, error = "failed", error_dict(exc)
+        except Exception as exc:
+            log.exception("rollout %d: migrating %s failed", self._id, tenant_id)
+            state, error = "failed", {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+        duration_ms = (loop.time() - started) * 1000
+        async with self._server.catalog() as conn:
+            await store.finish_item(conn, self._id, tenant_id, state, duration_ms, error)
+        if state == "failed":
+            log.warning("rollout %d: %s failed: %s", self._id, tenant_id, error)
+
+    async def _finish(self) -> None:
+        """End state: cancelled if tenants were left when it was cancelled, else failed if any tenant failed."""
+        async with self._server.catalog() as conn, conn.transaction():
+            progress = await store.progress(conn, self._id)
+            if progress.cancel_requested and progress.pending:
+                state: store.RolloutState = "cancelled"
+            else:
+                state = "failed" if progress.failed else "succeeded"
+            await store.finish(conn, self._id, state)
+        log.info("rollout %d %s", self._id, state)
+
+
+def _short_of(reached: SchemaStatus, target: int) -> str:
+    return f"the tenant is at version {reached.current_version}, below the rollout's target {target}"
+
+
+def _in_order(found: list[tuple[str, int | None]], named: list[str] | None) -> list[tuple[str, int | None]]:
+    """The tenants in the order they were named (so an operator picks the canaries), else in id order."""
+    if named is None:
+        return found
+    position = {tenant_id: i for i, tenant_id in enumerate(named)}
+    return sorted(found, key=lambda t: position[t[0]])

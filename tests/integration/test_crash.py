@@ -1,0 +1,167 @@
+"""Kill the service (SIGKILL) at each step of create, migrate and delete, restart it, and find the catalog and the
+server in agreement: no orphan database, no half-migrated tenant, every tenant ready or failed, a retry succeeds.
+
+Steps that have no natural pause are reached with the test-only ``TENANTS_FAILPOINT`` setting (the process kills
+itself there); a step inside the chain is reached with a migration that sleeps while the test kills the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import FIXTURES
+from tests.process import ServiceProcess
+
+KILL_POINTS_CREATE = ["create.after_owned", "create.after_database", "create.before_ready"]
+KILL_POINTS_DELETE = ["delete.after_mark", "delete.after_drop"]
+
+
+@pytest.fixture
+def env(pg_url: str, tag: str, cleanup: None) -> Callable[..., dict[str, str]]:
+    def make(migrations: Path, **extra: str) -> dict[str, str]:
+        return {
+            "TENANTS_DATABASE_URL": pg_url,
+            "TENANTS_CATALOG_DATABASE": f"cat_{tag}",
+            "TENANTS_DB_PREFIX": f"t{tag}_",
+            "TENANTS_MIGRATIONS_DIR": str(migrations),
+            "TENANTS_LOG_LEVEL": "warning",
+            **extra,
+        }
+
+    return make
+
+
+async def tenant_databases(pg_url: str, tag: str) -> list[str]:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1 ORDER BY 1", f"t{tag}\\_%")
+        return [r["datname"] for r in rows]
+    finally:
+        await conn.close()
+
+
+async def request(method: str, url: str, **kwargs: object) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=60) as client:
+        return await client.request(method, url, **kwargs)  # type: ignore[arg-type]
+
+
+async def request_until_killed(proc: ServiceProcess, method: str, path: str, **kwargs: object) -> None:
+    """The request dies with the process: the client sees a dropped connection, never an answer."""
+    with pytest.raises(httpx.HTTPError):
+        await request(method, proc.url + path, **kwargs)
+    assert await asyncio.to_thread(proc.wait_dead) != 0
+
+
+@pytest.mark.parametrize("point", KILL_POINTS_CREATE)
+async def test_kill_during_create(
+    point: str, env: Callable[..., dict[str, str]], pg_url: str, tag: str, tmp_path: Path
+) -> None:
+    migrations = FIXTURES / "ok"
+    dying = ServiceProcess(env(migrations, TENANTS_FAILPOINT=point), tmp_path / "log").start()
+    await request_until_killed(dying, "POST", "/tenants", json={"id": "k1"})
+    service = ServiceProcess(env(migrations), tmp_path / "log").start()
+    try:
+        tenant = (await request("GET", f"{service.url}/tenants/k1")).json()
+        assert tenant["state"] == "failed"
+        assert tenant["error"]["code"] == "interrupted"
+        assert await tenant_databases(pg_url, tag) == []
+        retry = await request("POST", f"{service.url}/tenants", json={"id": "k1"})
+        assert retry.status_code == 201, retry.text
+        assert (await request("GET", f"{service.url}/tenants/k1/schema")).json()["status"] == "up_to_date"
+        assert await tenant_databases(pg_url, tag) == [f"t{tag}_k1"]
+    finally:
+        service.stop()
+
+
+def sleepy_set(tmp_path: Path, seconds: float) -> Path:
+    """0000-0001 as in `ok`, 0002 commits (adds an enum value), 0003 sleeps: a kill there is mid-chain."""
+    target = tmp_path / "sleepy"
+    shutil.copytree(FIXTURES / "ok", target)
+    (target / "0002_kinds.sql").write_text(
+        "CREATE TYPE \"kind\" AS ENUM ('a');\n--> statement-breakpoint\nALTER TYPE \"kind\" ADD VALUE 'b';\n"
+    )
+    (target / "0003_slow.sql").write_text(
+        f'SELECT pg_sleep({seconds});\n--> statement-breakpoint\nALTER TABLE "accounts" ADD COLUMN "slow" text;\n'
+    )
+    return target
+
+
+def kill_when_sleeping(proc: ServiceProcess, pg_url: str, after: float) -> None:
+    def killer() -> None:
+        time.sleep(after)
+        proc.kill()
+
+    threading.Thread(target=killer, daemon=True).start()
+
+
+async def test_kill_mid_chain_during_create(
+    env: Callable[..., dict[str, str]], pg_url: str, tag: str, tmp_path: Path
+) -> None:
+    migrations = sleepy_set(tmp_path, 3)
+    dying = ServiceProcess(env(migrations), tmp_path / "log").start()
+    kill_when_sleeping(dying, pg_url, 1.5)
+    await request_until_killed(dying, "POST", "/tenants", json={"id": "mid"})
+    service = ServiceProcess(env(migrations), tmp_path / "log").start()
+    try:
+        assert (await request("GET", f"{service.url}/tenants/mid")).json()["state"] == "failed"
+        assert await tenant_databases(pg_url, tag) == []
+        retry = await request("POST", f"{service.url}/tenants", json={"id": "mid"})
+        assert retry.status_code == 201
+    finally:
+        service.stop()
+
+
+async def test_kill_mid_chain_during_migrate(
+    env: Callable[..., dict[str, str]], pg_url: str, tag: str, tmp_path: Path
+) -> None:
+    migrations = tmp_path / "grow"
+    shutil.copytree(FIXTURES / "ok", migrations)
+    first = ServiceProcess(env(migrations), tmp_path / "log").start()
+    assert (await request("POST", f"{first.url}/tenants", json={"id": "mig"})).status_code == 201
+    assert first.stop() == 0
+    sleepy = sleepy_set(tmp_path, 3)
+    dying = ServiceProcess(env(sleepy), tmp_path / "log").start()
+    kill_when_sleeping(dying, pg_url, 1.5)
+    await request_until_killed(dying, "POST", "/tenants/mig/migrate")
+    service = ServiceProcess(env(sleepy), tmp_path / "log").start()
+    try:
+        tenant = (await request("GET", f"{service.url}/tenants/mig")).json()
+        assert tenant["state"] == "ready"
+        schema = (await request("GET", f"{service.url}/tenants/mig/schema")).json()
+        # 0002 committed on its own (enum value); 0003 died with its transaction: nothing half-applied.
+        assert schema["current_version"] == 2
+        assert [p["version"] for p in schema["pending"]] == [3]
+        done = await request("POST", f"{service.url}/tenants/mig/migrate")
+        assert done.status_code == 200
+        assert done.json()["status"] == "up_to_date"
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("point", KILL_POINTS_DELETE)
+async def test_kill_during_delete(
+    point: str, env: Callable[..., dict[str, str]], pg_url: str, tag: str, tmp_path: Path
+) -> None:
+    migrations = FIXTURES / "ok"
+    first = ServiceProcess(env(migrations), tmp_path / "log").start()
+    assert (await request("POST", f"{first.url}/tenants", json={"id": "del"})).status_code == 201
+    assert first.stop() == 0
+    dying = ServiceProcess(env(migrations, TENANTS_FAILPOINT=point), tmp_path / "log").start()
+    await request_until_killed(dying, "DELETE", "/tenants/del", params={"confirm": "del"})
+    service = ServiceProcess(env(migrations), tmp_path / "log").start()
+    try:
+        assert (await request("GET", f"{service.url}/tenants/del")).status_code == 404
+        assert await tenant_databases(pg_url, tag) == []
+        again = await request("POST", f"{service.url}/tenants", json={"id": "del"})
+        assert again.status_code == 201
+    finally:
+        service.stop()
