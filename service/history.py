@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal
+
+import asyncpg
 
 from service import sql
 from service.db import Conn
@@ -48,7 +52,14 @@ async def read(conn: Conn) -> list[Applied]:
     """The applied versions in order, with any accepted repair; empty when the database has no history table.
 
     A tenant last migrated before repairs existed has no ``_tenants.repairs`` table: it reads as "no repairs".
+    Outside a transaction the usual case is one query, and a missing table is learnt from its error (inside one,
+    the error would abort the caller's transaction: the tables are looked up first).
     """
+    if not conn.is_in_transaction():
+        try:
+            return _applied(await conn.fetch(_READ_WITH_REPAIRS))
+        except asyncpg.UndefinedTableError:
+            pass
     tables = await conn.fetchrow(
         "SELECT to_regclass('_tenants.history') IS NOT NULL AS history, to_regclass('_tenants.repairs') IS NOT NULL"
         " AS repairs"
@@ -56,7 +67,10 @@ async def read(conn: Conn) -> list[Applied]:
     assert tables is not None
     if not tables["history"]:
         return []
-    rows = await conn.fetch(_READ_WITH_REPAIRS if tables["repairs"] else _READ)
+    return _applied(await conn.fetch(_READ_WITH_REPAIRS if tables["repairs"] else _READ))
+
+
+def _applied(rows: list[asyncpg.Record]) -> list[Applied]:
     return [Applied(**dict(r)) for r in rows]
 
 
@@ -78,10 +92,9 @@ async def record_repairs(conn: Conn, repairs: list[Repair]) -> None:
         return
     await conn.execute(
         """INSERT INTO _tenants.repairs (version, old_sha256, new_sha256)
-           SELECT * FROM unnest($1::int[], $2::text[], $3::text[])""",
-        [r.version for r in repairs],
-        [r.old_sha256 for r in repairs],
-        [r.new_sha256 for r in repairs],
+           SELECT version, old_sha256, new_sha256
+           FROM jsonb_to_recordset($1::text::jsonb) AS r(version integer, old_sha256 text, new_sha256 text)""",
+        _rows({"version": r.version, "old_sha256": r.old_sha256, "new_sha256": r.new_sha256} for r in repairs),
     )
 
 
@@ -91,15 +104,28 @@ async def record(conn: Conn, done: list[tuple[Migration, float]], how: How = "ap
         return
     await conn.execute(
         """INSERT INTO _tenants.history (version, name, file, sha256, drizzle_hash, duration_ms, how)
-           SELECT *, $7 FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[])""",
-        [m.version for m, _ in done],
-        [m.name for m, _ in done],
-        [m.file for m, _ in done],
-        [m.sha256 for m, _ in done],
-        [m.drizzle_hash for m, _ in done],
-        [ms for _, ms in done],
+           SELECT version, name, file, sha256, drizzle_hash, duration_ms, $2
+           FROM jsonb_to_recordset($1::text::jsonb) AS r(version integer, name text, file text, sha256 text,
+                                                         drizzle_hash text, duration_ms double precision)""",
+        _rows(
+            {
+                "version": m.version,
+                "name": m.name,
+                "file": m.file,
+                "sha256": m.sha256,
+                "drizzle_hash": m.drizzle_hash,
+                "duration_ms": ms,
+            }
+            for m, ms in done
+        ),
         how,
     )
+
+
+def _rows(rows: Iterable[dict[str, object]]) -> str:
+    """Rows as one JSON parameter. Not arrays of integers or floats: asyncpg looks those types up on every new
+    connection with a catalog query that costs about 10 ms, more than a whole migration of one file."""
+    return json.dumps(list(rows))
 
 
 async def mark_cloned(conn: Conn) -> None:
@@ -113,8 +139,7 @@ async def record_seeds(conn: Conn, done: list[tuple[SqlFile, float]]) -> None:
         return
     await conn.execute(
         """INSERT INTO _tenants.seeds (file, sha256, duration_ms)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::float8[])""",
-        [f.file for f, _ in done],
-        [f.sha256 for f, _ in done],
-        [ms for _, ms in done],
+           SELECT file, sha256, duration_ms
+           FROM jsonb_to_recordset($1::text::jsonb) AS r(file text, sha256 text, duration_ms double precision)""",
+        _rows({"file": f.file, "sha256": f.sha256, "duration_ms": ms} for f, ms in done),
     )
