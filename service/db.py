@@ -157,31 +157,58 @@ class TenantLocks:
 
     async def acquire(self, tenant_id: str) -> Lease:
         """Wait (bounded) for the tenant, then (in line) for a slot; raise :class:`TenantBusy` past the bound."""
-        limit = self._timeout
+        local, left = await self._enter_in_line(tenant_id)
+        try:
+            pool = self._server.require_pool()
+            with unavailable_as_service_error():
+                conn: PoolConnectionProxy = await pool.acquire(timeout=left)
+            try:
+                await _advisory_lock(conn, tenant_id, left)
+            except BaseException:
+                await pool.release(conn)
+                raise
+        except BaseException:
+            self._exit(tenant_id, local)
+            raise
+        return Lease(self, tenant_id, conn, local, self._slots)
+
+    async def acquire_on(self, conn: Conn, tenant_id: str) -> Lease:
+        """As :meth:`acquire`, with the advisory lock taken on ``conn``, a catalog connection the caller keeps and
+        releasing the lease does not give back: a rollout worker's, which saves a pool round trip per tenant."""
+        local, left = await self._enter_in_line(tenant_id)
+        try:
+            with unavailable_as_service_error():
+                await _advisory_lock(conn, tenant_id, left)
+        except BaseException:
+            self._exit(tenant_id, local)
+            raise
+        return Lease(self, tenant_id, conn, local, self._slots)
+
+    async def _enter_in_line(self, tenant_id: str) -> tuple[asyncio.Lock, float]:
+        """Take the in-process lock (bounded wait) and then a slot; return the lock and what is left of the bound."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         local = self._enter(tenant_id)
         try:
-            async with asyncio.timeout(limit):
+            async with asyncio.timeout(self._timeout):
                 await local.acquire()
         except TimeoutError:
             self._leave(tenant_id)
             raise TenantBusy(tenant=tenant_id) from None
+        # What is left of the bound bounds the advisory lock; the wait for a slot is not part of it.
+        left = max(self._timeout - (loop.time() - started), 0.001)
         try:
-            left = max(limit - (loop.time() - started), 0.001)
             await self._slots.acquire()
         except BaseException:
             local.release()
             self._leave(tenant_id)
             raise
-        try:
-            conn = await self._advisory(tenant_id, left)
-        except BaseException:
-            self._slots.release()
-            local.release()
-            self._leave(tenant_id)
-            raise
-        return Lease(self, tenant_id, conn, local, self._slots)
+        return local, left
+
+    def _exit(self, tenant_id: str, local: asyncio.Lock) -> None:
+        self._slots.release()
+        local.release()
+        self._leave(tenant_id)
 
     async def try_acquire(self, tenant_id: str) -> Lease | None:
         """Take the tenant only if nobody holds it (used by recovery)."""
@@ -211,21 +238,20 @@ class TenantLocks:
         else:
             self._local[tenant_id] = (lock, users - 1)
 
-    async def _advisory(self, tenant_id: str, wait_seconds: float) -> PoolConnectionProxy:
-        pool = self._server.require_pool()
-        with unavailable_as_service_error():
-            conn: PoolConnectionProxy = await pool.acquire(timeout=wait_seconds)
-        try:
-            await conn.execute(f"SET lock_timeout = {int(wait_seconds * 1000) + 1}")
-            await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", LOCK_NAMESPACE, tenant_id)
+
+async def _advisory_lock(conn: Conn, tenant_id: str, wait_seconds: float) -> None:
+    """The tenant's session advisory lock on ``conn``: one statement when it is free (the usual case), else a wait
+    bounded by ``lock_timeout``; raise :class:`TenantBusy` past it."""
+    if await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_NAMESPACE, tenant_id):
+        return
+    await conn.execute(f"SET lock_timeout = {int(wait_seconds * 1000) + 1}")
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", LOCK_NAMESPACE, tenant_id)
+    except pgexc.LockNotAvailableError as exc:
+        raise TenantBusy(tenant=tenant_id) from exc
+    finally:
+        with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError):
             await conn.execute("SET lock_timeout = 0")
-        except pgexc.LockNotAvailableError as exc:
-            await pool.release(conn)
-            raise TenantBusy(tenant=tenant_id) from exc
-        except BaseException:
-            await pool.release(conn)
-            raise
-        return conn
 
 
 @dataclass
@@ -234,7 +260,7 @@ class Lease:
 
     locks: TenantLocks
     tenant_id: str
-    conn: PoolConnectionProxy
+    conn: Conn
     _local: asyncio.Lock
     _slot: asyncio.Semaphore | None = None
     _released: bool = False
@@ -244,9 +270,16 @@ class Lease:
             return
         self._released = True
         try:
-            with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
-                await self.conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", LOCK_NAMESPACE, self.tenant_id)
-            await self.locks._server.require_pool().release(self.conn)
+            try:
+                with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
+                    await self.conn.execute(
+                        "SELECT pg_advisory_unlock($1, hashtext($2))", LOCK_NAMESPACE, self.tenant_id
+                    )
+            finally:
+                # Even when cancelled during the unlock (a shutdown): a connection kept from the pool would hang
+                # Pool.close(), and the pool's reset unlocks it.
+                if isinstance(self.conn, PoolConnectionProxy):  # else the caller's own (acquire_on): it stays open
+                    await self.locks._server.require_pool().release(self.conn)
         finally:
             if self._slot is not None:
                 self._slot.release()
