@@ -196,6 +196,23 @@ async def end_operation(conn: Conn, op_id: int, error: dict[str, Any] | None = N
     )
 
 
+async def end_migration(
+    conn: Conn, op_id: int, tenant_id: str, version: int | None, error: dict[str, Any] | None = None
+) -> None:
+    """:func:`end_operation` and :func:`set_version` in one statement: a rollout makes one per tenant."""
+    await conn.execute(
+        """WITH op AS (
+               UPDATE operations SET state = $4, finished_at = now(), error = $5::jsonb WHERE id = $1
+           )
+           UPDATE tenants SET version = $3, error = $5::jsonb, updated_at = now() WHERE id = $2""",
+        op_id,
+        tenant_id,
+        version,
+        "failed" if error else "succeeded",
+        None if error is None else json.dumps(error),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     id: int

@@ -24,9 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import asyncpg
 
@@ -44,7 +44,6 @@ from service.errors import (
 from service.identifiers import validate_tenant_id
 from service.provisioner import Provisioner, error_dict
 from service.rollout_catalog import ItemState, Rollout
-from service.status import SchemaStatus
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +52,8 @@ log = logging.getLogger(__name__)
 _LOCK_NAMESPACE: Final = 0x7E4A2
 # A driver that cannot reach its lock connection within this many seconds stops driving: it may have lost the lock.
 _PING_TIMEOUT: Final = 10.0
+# Seconds between two checks that the lock connection still answers (made before starting a tenant).
+_PING_INTERVAL: Final = 1.0
 # Bounds in seconds of the migration-duration histogram in /metrics.
 DURATION_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -80,6 +81,7 @@ class Rollouts:
         # Tenants one rollout migrates at once in this process: the cap every tenant-changing operation shares.
         self.parallel = provisioner.settings.max_parallel
         self._driving: dict[int, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- requests -------------------------------------------------------------------------------------------
 
@@ -182,6 +184,12 @@ class Rollouts:
             task.add_done_callback(lambda _: self._driving.pop(rollout_id, None))
         return task
 
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run follow-up work in the background, cancelled with the app (see :meth:`running`)."""
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _drive_if_free(self, rollout_id: int) -> None:
         try:
             lock = await self._server.connect(self._server.catalog_database)
@@ -192,7 +200,8 @@ class Rollouts:
             if not await lock.fetchval("SELECT pg_try_advisory_lock($1, $2)", _LOCK_NAMESPACE, rollout_id):
                 return  # another process drives it
             audit.actor.set(f"rollout:{rollout_id}")
-            await _Driver(self, rollout_id, lock).run()
+            if await _Driver(self, rollout_id, lock).run():
+                self._spawn(self._recheck_drift(rollout_id), f"rollout-{rollout_id}-drift")
         except _LockLost:
             log.warning("rollout %d: lost its lock connection; another process will take it over", rollout_id)
         except Exception as exc:  # the next look (or another replica) resumes it
@@ -200,6 +209,27 @@ class Rollouts:
         finally:
             with contextlib.suppress(Exception):
                 await lock.close()  # also releases the advisory lock
+
+    async def _recheck_drift(self, rollout_id: int) -> None:
+        """The drift re-check every migration run owes (see the drift issue), made once for a whole rollout after
+        it ended, so that its migrations are not held up by it (canaries were checked as they ran). A tenant that
+        cannot be checked now (busy, its server down) is left to the next sweep (``TENANTS_DRIFT_INTERVAL`` or
+        ``POST /drift-checks``); so is the rest if this process stops meanwhile."""
+        async with self._server.catalog() as conn:
+            tenants = await store.migrated(conn, rollout_id)
+        gate = asyncio.Semaphore(self.parallel)
+        drifted: list[str] = []
+
+        async def one(tenant_id: str) -> None:
+            async with gate:
+                try:
+                    if not (await self.provisioner.drift.check(tenant_id)).clean:
+                        drifted.append(tenant_id)
+                except ServiceError as exc:
+                    log.warning("rollout %d: drift re-check of %s: %s", rollout_id, tenant_id, exc.message)
+
+        await asyncio.gather(*(one(t) for t in tenants))
+        log.info("rollout %d: drift re-checked %d tenant(s), %d drifted", rollout_id, len(tenants), len(drifted))
 
     async def _look(self) -> None:
         async with self._server.catalog() as conn:
@@ -229,7 +259,7 @@ class Rollouts:
         try:
             yield
         finally:
-            tasks = [watcher, *self._driving.values()]
+            tasks = [watcher, *self._driving.values(), *self._background]
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -238,90 +268,118 @@ class Rollouts:
 
 
 class _Driver:
-    """Drives one rollout while its lock is held: canaries, then the rest, then the end state."""
+    """Drives one rollout while its lock is held: canaries, then the rest, then the end state, then a drift sweep.
+
+    Per tenant the catalog sees a handful of short statements on a connection the worker keeps, with asynchronous
+    commits: the claim (which also reads a cancel), the tenant's lock, its level, the audit rows and the outcome.
+    Nothing is lost that matters if the catalog's server crashes before those commits are flushed: the tenant's own
+    history (committed durably with its migration) is the truth, and a resumed rollout reads it again.
+    """
 
     def __init__(self, rollouts: Rollouts, rollout_id: int, lock: asyncpg.Connection) -> None:
         self._rollouts = rollouts
+        self._provisioner = rollouts.provisioner
         self._server = rollouts.provisioner.server
         self._id = rollout_id
         self._lock = lock
         self._target = 0
         self._max_failures = 0
+        self._failed = 0
+        self._canary_failed = False
         self._lost = False
+        self._pinged = 0.0
         # One connection answers one query at a time; the workers take turns to ping it.
         self._ping = asyncio.Lock()
 
-    async def run(self) -> None:
-        """Raises _LockLost (the rollout is left running for the next driver)."""
+    async def run(self) -> bool:
+        """Drive the rollout to its end (True), or return False when it is not this process's to drive.
+
+        Raises _LockLost (the rollout is left running for the next driver)."""
         async with self._server.catalog() as conn:
             rollout = await store.get(conn, self._id, with_tenants=False)
             if rollout is None or rollout.state != "running":
-                return  # ended by the driver that held the lock before us
-            if rollout.to_version not in self._rollouts.provisioner.migrations.by_version:
+                return False  # ended by the driver that held the lock before us
+            if rollout.to_version not in self._provisioner.migrations.by_version:
                 # A replica from before the target's file was added (a rolling deploy): leave it to one that has it.
                 log.warning("rollout %d: version %d is not loaded here; not driving it", self._id, rollout.to_version)
-                return
+                return False
             resumed = await store.requeue_interrupted(conn, self._id)
+            progress = await store.progress(conn, self._id)
         if resumed:
             log.warning("rollout %d: running again %d tenant(s) its previous driver left running", self._id, resumed)
         self._target, self._max_failures = rollout.to_version, rollout.max_failures
+        self._failed, self._canary_failed = progress.failed, progress.canary_failed > 0
         if await self._canaries():
             await self._rest(min(rollout.concurrency, self._rollouts.parallel))
         if self._lost:
             raise _LockLost
         await self._finish()
+        return True
 
     async def _canaries(self) -> bool:
         """One at a time; False when the rollout must stop (a canary failed, it was cancelled, the lock is lost)."""
-        for tenant_id in await self._pending(canary=True):
-            if not await self._may_start(canary=True):
-                return False
-            await self._migrate(tenant_id)
+        async with self._worker_connection() as conn:
+            for tenant_id in await store.pending(conn, self._id, canary=True):
+                if not await self._may_start(canary=True) or not await self._migrate(conn, tenant_id, canary=True):
+                    return False
         return await self._may_start(canary=False)
 
     async def _rest(self, workers: int) -> None:
         # The workers share one iterator: each takes the next tenant when it is free.
-        queue = iter(await self._pending(canary=False))
+        async with self._server.catalog() as conn:
+            queue = iter(await store.pending(conn, self._id, canary=False))
         async with asyncio.TaskGroup() as group:
             for _ in range(workers):
                 group.create_task(self._work(queue))
 
-    async def _pending(self, *, canary: bool) -> list[str]:
-        async with self._server.catalog() as conn:
-            return await store.pending(conn, self._id, canary=canary)
-
     async def _work(self, queue: Iterator[str]) -> None:
-        for tenant_id in queue:
-            if not await self._may_start(canary=False):
-                return
-            await self._migrate(tenant_id)
+        async with self._worker_connection() as conn:
+            for tenant_id in queue:
+                if not await self._may_start(canary=False) or not await self._migrate(conn, tenant_id, canary=False):
+                    return
+
+    @contextlib.asynccontextmanager
+    async def _worker_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A catalog connection of the worker's own, with asynchronous commits (see the class docstring)."""
+        conn = await self._server.connect(self._server.catalog_database, server_settings={"synchronous_commit": "off"})
+        try:
+            yield conn
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def _may_start(self, *, canary: bool) -> bool:
-        """Whether to start one more tenant; never once the lock connection failed to answer (it may be lost)."""
-        if self._lost:
-            return False
-        try:
-            async with self._ping:
-                await self._lock.fetchval("SELECT 1", timeout=_PING_TIMEOUT)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
-            self._lost = True
-            return False
-        async with self._server.catalog() as conn:
-            progress = await store.progress(conn, self._id)
-        if progress.cancel_requested or progress.canary_failed:
-            return False
-        return canary or progress.failed <= self._max_failures
+        """Whether to start one more tenant; never once the lock connection failed to answer (it may be lost).
 
-    async def _migrate(self, tenant_id: str) -> None:
-        async with self._server.catalog() as conn:
-            await store.start_item(conn, self._id, tenant_id)
+        The driver alone changes its rollout's tenants, so the failures are counted here; a cancel is read by the
+        claim of each tenant (``store.start_item``)."""
+        if self._lost or self._canary_failed:
+            return False
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._pinged > _PING_INTERVAL:
+            try:
+                async with self._ping:
+                    await self._lock.fetchval("SELECT 1", timeout=_PING_TIMEOUT)
+                self._pinged = loop.time()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                self._lost = True
+                return False
+        return canary or self._failed <= self._max_failures
+
+    async def _migrate(self, conn: asyncpg.Connection, tenant_id: str, *, canary: bool) -> bool:
+        """Run one tenant and record its outcome; False when the rollout was cancelled before it started."""
+        if not await store.start_item(conn, self._id, tenant_id):
+            return False
         loop = asyncio.get_running_loop()
         started = loop.time()
         state: ItemState = "succeeded"
         error = None
         try:
-            reached = await self._rollouts.provisioner.migrate(tenant_id, to_version=self._target)
-            if reached.current_version is None or reached.current_version < self._target:
+            if canary:  # one at a time, and checked for drift at once: a canary is there to be looked at
+                reached = (await self._provisioner.migrate(tenant_id, to_version=self._target)).current_version
+            else:
+                reached = await self._provisioner.migrate_on(conn, tenant_id, self._target)
+            if reached is None or reached < self._target:
                 state, error = "failed", {"code": "target_not_reached", "message": _short_of(reached, self._target)}
         except TenantNotFound as exc:  # deleted since the rollout started: nothing left to migrate
             state, error = "skipped", error_dict(exc)
@@ -331,10 +389,12 @@ class _Driver:
             log.exception("rollout %d: migrating %s failed", self._id, tenant_id)
             state, error = "failed", {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
         duration_ms = (loop.time() - started) * 1000
-        async with self._server.catalog() as conn:
-            await store.finish_item(conn, self._id, tenant_id, state, duration_ms, error)
+        await store.finish_item(conn, self._id, tenant_id, state, duration_ms, error)
         if state == "failed":
+            self._failed += 1
+            self._canary_failed = self._canary_failed or canary
             log.warning("rollout %d: %s failed: %s", self._id, tenant_id, error)
+        return True
 
     async def _finish(self) -> None:
         """End state: cancelled if tenants were left when it was cancelled, else failed if any tenant failed."""
@@ -348,8 +408,8 @@ class _Driver:
         log.info("rollout %d %s", self._id, state)
 
 
-def _short_of(reached: SchemaStatus, target: int) -> str:
-    return f"the tenant is at version {reached.current_version}, below the rollout's target {target}"
+def _short_of(reached: int | None, target: int) -> str:
+    return f"the tenant is at version {reached}, below the rollout's target {target}"
 
 
 def _in_order(found: list[tuple[str, int | None]], named: list[str] | None) -> list[tuple[str, int | None]]:

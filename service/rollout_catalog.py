@@ -204,18 +204,23 @@ async def pending(conn: Conn, rollout_id: int, *, canary: bool) -> list[str]:
     return [r["tenant_id"] for r in rows]
 
 
-async def start_item(conn: Conn, rollout_id: int, tenant_id: str) -> None:
-    """Mark a tenant ``running`` before it is touched; its level is taken again on the first attempt only (a retry
-    after a crash may find it partly or wholly migrated by the attempt that died)."""
-    await conn.execute(
+async def start_item(conn: Conn, rollout_id: int, tenant_id: str) -> bool:
+    """Mark a tenant ``running`` before it is touched, unless the rollout was asked to cancel (then False).
+
+    Its level is taken on the first attempt only (a retry after a crash may find it partly or wholly migrated by the
+    attempt that died)."""
+    row = await conn.fetchval(
         """UPDATE rollout_tenants SET state = 'running', started_at = now(), finished_at = NULL, error = NULL,
                   attempts = attempts + 1,
                   from_version = CASE WHEN attempts = 0
                                       THEN (SELECT version FROM tenants WHERE id = $2) ELSE from_version END
-           WHERE rollout_id = $1 AND tenant_id = $2""",
+           WHERE rollout_id = $1 AND tenant_id = $2
+             AND NOT (SELECT cancel_requested FROM rollouts WHERE id = $1)
+           RETURNING true""",
         rollout_id,
         tenant_id,
     )
+    return row is not None
 
 
 async def finish_item(
@@ -230,6 +235,16 @@ async def finish_item(
         duration_ms,
         None if error is None else json.dumps(error),
     )
+
+
+async def migrated(conn: Conn, rollout_id: int) -> list[str]:
+    """The tenants a rollout migrated, canaries left out (each was checked for drift as it ran)."""
+    rows = await conn.fetch(
+        """SELECT tenant_id FROM rollout_tenants WHERE rollout_id = $1 AND state = 'succeeded' AND NOT canary
+           ORDER BY position""",
+        rollout_id,
+    )
+    return [r["tenant_id"] for r in rows]
 
 
 async def request_cancel(conn: Conn, rollout_id: int) -> bool:

@@ -15,11 +15,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from pydantic import SecretStr
 
 from service.config import Settings
+from service.db import with_database
 from tests.conftest import FIXTURES
 
 MakeSettings = Callable[..., Settings]
@@ -134,6 +136,60 @@ async def test_rollout_migrates_the_fleet_canaries_first(
         assert "tenants" not in listed["items"][0]
         metrics = (await client.get("/metrics")).text
         assert "tenant_rollout_migration_seconds_count 20.0" in metrics
+
+        # Every tenant is checked for drift after its migration: canaries as they ran, the rest in one sweep once
+        # the rollout ended.
+        checked = await drift_checked(client, by_id(done))
+        assert checked == {i: True for i in fleet}
+
+
+async def drift_checked(client: httpx.AsyncClient, items: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    """Wait until each tenant has a drift result newer than its migration; return whether each is clean."""
+    async with asyncio.timeout(20):
+        while True:
+            found: dict[str, bool] = {}
+            for tenant_id, item in items.items():
+                drift = (await client.get(f"/tenants/{tenant_id}/schema")).json()["drift"]
+                if (drift is not None and drift["checked_at"] >= item["finished_at"]) or item["canary"]:
+                    assert drift is not None, tenant_id
+                    found[tenant_id] = drift["clean"]
+            if len(found) == len(items):
+                return found
+            await asyncio.sleep(0.1)
+
+
+async def test_a_busy_tenant_is_waited_for_within_the_bound(
+    make_settings: MakeSettings, serve: Serve, migration_dir: MigrationDir, pg_url: str
+) -> None:
+    """A rollout takes each tenant's lock as any operation does: it waits for a tenant another replica holds, up to
+    TENANTS_BUSY_TIMEOUT, and past it records the tenant as failed with tenant_busy."""
+    migrations = migration_dir("ok")
+    settings = settings_for(make_settings, migrations, busy_timeout=1.5)
+    fleet = ["b1", "b2", "b3", "b4"]
+    async with serve(settings) as client:
+        await create(client, *fleet)
+    (migrations / "0002_plan.sql").write_text(ADD_PLAN)
+    other = await asyncpg.connect(with_database(pg_url, settings.catalog_database))
+    try:
+        for held in ("b2", "b3"):
+            await other.execute("SELECT pg_advisory_lock($1, hashtext($2))", 0x7E4A1, held)
+        async with serve(settings) as client:
+            r = await client.post("/rollouts", json={"canary": 0, "concurrency": 2, "max_failures": 1})
+            assert r.status_code == 202, r.text
+            await asyncio.sleep(0.3)
+            await other.execute("SELECT pg_advisory_unlock($1, hashtext($2))", 0x7E4A1, "b2")
+            done = await finished(client, r.json()["id"])
+            states = {i: (t["state"], (t["error"] or {}).get("code")) for i, t in by_id(done).items()}
+            assert states == {
+                "b1": ("succeeded", None),
+                "b2": ("succeeded", None),
+                "b3": ("failed", "tenant_busy"),
+                "b4": ("succeeded", None),
+            }
+            assert by_id(done)["b2"]["duration_ms"] >= 250
+            assert await versions(client) == {"b1": 2, "b2": 2, "b3": 1, "b4": 2}
+    finally:
+        await other.close()
 
 
 async def test_failures_stop_the_rollout(
