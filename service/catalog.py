@@ -7,6 +7,7 @@ an advisory lock so that replicas starting together apply each catalog version o
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -78,6 +79,11 @@ async def upgrade(conn: Conn) -> int:
 async def get(conn: Conn, tenant_id: str) -> Tenant | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM tenants WHERE id = $1", tenant_id)
     return None if row is None else _tenant(row)
+
+
+async def get_many(conn: Conn, tenant_ids: Sequence[str]) -> dict[str, Tenant]:
+    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM tenants WHERE id = ANY($1::text[])", list(tenant_ids))
+    return {r["id"]: _tenant(r) for r in rows}
 
 
 async def insert(

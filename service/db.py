@@ -184,6 +184,26 @@ class TenantLocks:
             raise
         return Lease(self, tenant_id, conn, local, self._slots)
 
+    async def try_local(self, tenant_id: str) -> asyncio.Lock | None:
+        """The tenant's in-process lock if nobody here holds it, else None; for a caller that takes the advisory
+        locks of several tenants itself (:func:`try_advisory_locks`) and releases with :meth:`release_local`."""
+        local = self._enter(tenant_id)
+        if local.locked():
+            self._leave(tenant_id)
+            return None
+        await local.acquire()
+        return local
+
+    def release_local(self, tenant_id: str, local: asyncio.Lock) -> None:
+        local.release()
+        self._leave(tenant_id)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One of the ``parallel`` slots, for work that takes tenant locks itself."""
+        async with self._slots:
+            yield
+
     async def _enter_in_line(self, tenant_id: str) -> tuple[asyncio.Lock, float]:
         """Take the in-process lock (bounded wait) and then a slot; return the lock and what is left of the bound."""
         loop = asyncio.get_running_loop()
@@ -237,6 +257,22 @@ class TenantLocks:
             del self._local[tenant_id]
         else:
             self._local[tenant_id] = (lock, users - 1)
+
+
+async def try_advisory_locks(conn: Conn, tenant_ids: Sequence[str]) -> set[str]:
+    """Take the advisory locks of those tenants that are free, in one statement; return their ids."""
+    rows = await conn.fetch(
+        "SELECT id FROM unnest($1::text[]) AS t(id) WHERE pg_try_advisory_lock($2, hashtext(id))",
+        list(tenant_ids),
+        LOCK_NAMESPACE,
+    )
+    return {r["id"] for r in rows}
+
+
+async def advisory_unlock(conn: Conn, tenant_ids: Sequence[str]) -> None:
+    await conn.execute(
+        "SELECT pg_advisory_unlock($2, hashtext(id)) FROM unnest($1::text[]) AS t(id)", list(tenant_ids), LOCK_NAMESPACE
+    )
 
 
 async def _advisory_lock(conn: Conn, tenant_id: str, wait_seconds: float) -> None:

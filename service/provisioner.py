@@ -54,7 +54,7 @@ from service.errors import (
     TenantNotReady,
 )
 from service.identifiers import database_name, quote_ident, validate_tenant_id
-from service.migrations import MigrationSet, plan
+from service.migrations import Migration, MigrationSet, plan
 from service.repair import Accept, repairs_for
 from service.servers import place, require
 from service.status import SchemaStatus, compute
@@ -63,9 +63,28 @@ from service.template import Template
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """What a migration run did to one tenant: the version before and after, whether anything was pending, and
+    the failure that stopped it, if any (the version is then the last one committed)."""
+
+    from_version: int | None
+    version: int | None
+    ran: bool
+    started: float = 0.0  # time.perf_counter() when the files started
+    failure: MigrationFailed | None = None
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        return None if self.failure is None else error_dict(self.failure)
+
+
 async def _ready(conn: Conn, tenant_id: str) -> Tenant:
     """The tenant, read under its lock; TenantNotFound, or TenantNotReady unless it is ``ready``."""
-    tenant = await catalog.get(conn, tenant_id)
+    return require_ready(tenant_id, await catalog.get(conn, tenant_id))
+
+
+def require_ready(tenant_id: str, tenant: Tenant | None) -> Tenant:
     if tenant is None:
         raise TenantNotFound(tenant=tenant_id)
     if tenant.state != "ready":
@@ -567,6 +586,38 @@ class Provisioner:
         self, conn: Conn, tconn: Conn, tenant: Tenant, allow_out_of_order: bool, to_version: int | None
     ) -> int | None:
         """Check the history, apply what is pending (up to ``to_version``), record the level; return it."""
+        before, pending = await self._pending(tconn, tenant, allow_out_of_order, to_version)
+        reached = before.current_version
+        if not pending:
+            await catalog.set_version(conn, tenant.id, reached, None)
+            return reached
+        op = await catalog.begin_operation(conn, tenant.id, "migrate", {"from": before.current_version})
+        upgrade = await self._run_pending(tconn, before, pending)
+        await catalog.end_migration(conn, op, tenant.id, upgrade.version, upgrade.error)
+        if upgrade.failure is not None:
+            raise upgrade.failure
+        return upgrade.version
+
+    async def upgrade_locked(self, tenant: Tenant, to_version: int) -> Upgrade:
+        """Bring a tenant whose lock the caller holds up to ``to_version``, leaving the catalog to the caller: a
+        rollout records the outcomes of several tenants in one statement (``rollout_catalog.record``).
+
+        Raises HistoryMismatch, OutOfOrder (nothing applied), DatabaseUnavailable; a failed migration is an
+        outcome (``error``), not an exception, because what it committed before failing must still be recorded.
+        """
+        tconn = await self._connect(tenant)
+        try:
+            before, pending = await self._pending(tconn, tenant, False, to_version)
+            if not pending:
+                return Upgrade(before.current_version, before.current_version, ran=False)
+            return await self._run_pending(tconn, before, pending)
+        finally:
+            await tconn.close()
+
+    async def _pending(
+        self, tconn: Conn, tenant: Tenant, allow_out_of_order: bool, to_version: int | None
+    ) -> tuple[SchemaStatus, Sequence[Migration]]:
+        """The tenant's level and what to apply, refusing an edited or unknown history."""
         before = compute(tenant.id, tenant.database, await history.read(tconn), self.migrations)
         if before.modified or before.untracked:
             raise HistoryMismatch(
@@ -576,28 +627,23 @@ class Provisioner:
             )
         if before.out_of_order and not allow_out_of_order:
             raise OutOfOrder(tenant=tenant.id, versions=[m.version for m in before.out_of_order])
-        pending = [m for m in before.pending if to_version is None or m.version <= to_version]
-        reached = before.current_version
-        if pending:
-            op = await catalog.begin_operation(conn, tenant.id, "migrate", {"from": before.current_version})
-            started = time.perf_counter()
-            try:
-                # A tenant with history rows has the history tables: no need to assert them again.
-                await runner.apply(tconn, plan(pending), ensure_history=not before.applied)
-            except MigrationFailed as exc:
-                error = error_dict(exc)
-                rows = await history.read(tconn)
-                await catalog.end_migration(conn, op, tenant.id, max((a.version for a in rows), default=None), error)
-                raise
-            reached = max([m.version for m in pending] + [a.version for a in before.applied])
-            await catalog.end_migration(conn, op, tenant.id, reached)
-            log.info(
-                "tenant migrated",
-                extra={"from_version": before.current_version, "version": reached, "duration_ms": _ms_since(started)},
-            )
-        else:
-            await catalog.set_version(conn, tenant.id, reached, None)
-        return reached
+        return before, [m for m in before.pending if to_version is None or m.version <= to_version]
+
+    async def _run_pending(self, tconn: Conn, before: SchemaStatus, pending: Sequence[Migration]) -> Upgrade:
+        started = time.perf_counter()
+        try:
+            # A tenant with history rows has the history tables: no need to assert them again.
+            await runner.apply(tconn, plan(pending), ensure_history=not before.applied)
+        except MigrationFailed as exc:
+            rows = await history.read(tconn)  # the batches before the failing one stay committed
+            reached = max((a.version for a in rows), default=None)
+            return Upgrade(before.current_version, reached, ran=True, started=started, failure=exc)
+        reached = max([m.version for m in pending] + [a.version for a in before.applied])
+        log.info(
+            "tenant migrated",
+            extra={"from_version": before.current_version, "version": reached, "duration_ms": _ms_since(started)},
+        )
+        return Upgrade(before.current_version, reached, ran=True, started=started)
 
     async def _recheck(self, conn: Conn, tconn: Conn, tenant: Tenant) -> DriftReport | None:
         """Record a drift check after a migration run; the run succeeded even if the check cannot be made."""

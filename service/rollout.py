@@ -23,16 +23,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import asyncpg
 
-from service import audit
+from service import audit, catalog
 from service import rollout_catalog as store
-from service.db import UNIQUE_VIOLATION, sqlstate
+from service.catalog import Tenant
+from service.db import UNIQUE_VIOLATION, advisory_unlock, sqlstate, try_advisory_locks
 from service.errors import (
     InvalidRequest,
     RolloutFinished,
@@ -42,7 +46,7 @@ from service.errors import (
     TenantNotFound,
 )
 from service.identifiers import validate_tenant_id
-from service.provisioner import Provisioner, error_dict
+from service.provisioner import Provisioner, error_dict, require_ready
 from service.rollout_catalog import ItemState, Rollout
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,8 @@ _LOCK_NAMESPACE: Final = 0x7E4A2
 _PING_TIMEOUT: Final = 10.0
 # Seconds between two checks that the lock connection still answers (made before starting a tenant).
 _PING_INTERVAL: Final = 1.0
+# Tenants a worker locks, reads and unlocks at once, saving catalog statements per tenant (bench/RESULTS.md).
+_CHUNK: Final = 4
 # Bounds in seconds of the migration-duration histogram in /metrics.
 DURATION_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -334,8 +340,9 @@ class _Driver:
 
     async def _work(self, queue: Iterator[str]) -> None:
         async with self._worker_connection() as conn:
-            for tenant_id in queue:
-                if not await self._may_start(canary=False) or not await self._migrate(conn, tenant_id, canary=False):
+            while await self._may_start(canary=False):
+                chunk = list(itertools.islice(queue, _CHUNK))
+                if not chunk or not await self._run_chunk(conn, chunk):
                     return
 
     @contextlib.asynccontextmanager
@@ -351,8 +358,8 @@ class _Driver:
     async def _may_start(self, *, canary: bool) -> bool:
         """Whether to start one more tenant; never once the lock connection failed to answer (it may be lost).
 
-        The driver alone changes its rollout's tenants, so the failures are counted here; a cancel is read by the
-        claim of each tenant (``store.start_item``)."""
+        The driver alone changes its rollout's tenants, so the failures are counted here; a cancel is read when
+        tenants are claimed (``store.claim``)."""
         if self._lost or self._canary_failed:
             return False
         loop = asyncio.get_running_loop()
@@ -366,12 +373,75 @@ class _Driver:
                 return False
         return canary or self._failed <= self._max_failures
 
+    async def _run_chunk(self, conn: asyncpg.Connection, chunk: list[str]) -> bool:
+        """Migrate a few tenants with fewer catalog statements; False when the rollout must stop.
+
+        The tenants of the chunk that are free are locked in one statement and read in another, and unlocked
+        together at the end; each is still claimed (reading a cancel) and recorded on its own, so that a cancel
+        or ``max_failures`` is obeyed between tenants and the counts move one tenant at a time. A tenant held
+        elsewhere runs after the chunk, waiting for its lock like any operation."""
+        locks = self._provisioner.locks
+        busy: list[str] = []
+        async with locks.slot():
+            local = {t: lock for t in chunk if (lock := await locks.try_local(t)) is not None}
+            try:
+                held = await try_advisory_locks(conn, list(local))
+                try:
+                    found = await catalog.get_many(conn, list(held))
+                    for tenant_id in chunk:
+                        if tenant_id not in held:
+                            busy.append(tenant_id)
+                            continue
+                        if not await self._may_start(canary=False) or not await store.claim(
+                            conn, self._id, [tenant_id]
+                        ):
+                            return False
+                        outcome = await self._upgrade(tenant_id, found.get(tenant_id))
+                        await store.record(conn, self._id, audit.actor.get(), [outcome])
+                        self._count(tenant_id, outcome.state, outcome.error, canary=False)
+                finally:
+                    await advisory_unlock(conn, list(held))
+            finally:
+                for tenant_id, lock in local.items():
+                    locks.release_local(tenant_id, lock)
+        for tenant_id in busy:
+            if not await self._may_start(canary=False) or not await self._migrate(conn, tenant_id, canary=False):
+                return False
+        return True
+
+    async def _upgrade(self, tenant_id: str, tenant: Tenant | None) -> store.Outcome:
+        """One tenant of a chunk, its lock held; its outcome for the chunk's record."""
+        started, began = time.perf_counter(), datetime.now(UTC)
+        try:
+            upgrade = await self._provisioner.upgrade_locked(require_ready(tenant_id, tenant), self._target)
+        except Exception as exc:
+            failed, why = _failure(self._id, tenant_id, exc)
+            return store.Outcome(tenant_id, failed, _ms_since(started), why)
+        state: ItemState = "succeeded"
+        error = upgrade.error
+        if error is not None:
+            state = "failed"
+        elif upgrade.version is None or upgrade.version < self._target:
+            state, error = "failed", {"code": "target_not_reached", "message": _short_of(upgrade.version, self._target)}
+        return store.Outcome(
+            tenant_id,
+            state,
+            _ms_since(started),
+            error,
+            touched=True,
+            version=upgrade.version,
+            ran=upgrade.ran,
+            from_version=upgrade.from_version,
+            migration_error=upgrade.error,
+            started_at=began,
+        )
+
     async def _migrate(self, conn: asyncpg.Connection, tenant_id: str, *, canary: bool) -> bool:
-        """Run one tenant and record its outcome; False when the rollout was cancelled before it started."""
-        if not await store.start_item(conn, self._id, tenant_id):
+        """Run one tenant on its own (a canary, or a tenant that was busy when its chunk ran) and record its
+        outcome; False when the rollout was cancelled before it started."""
+        if not await store.claim(conn, self._id, [tenant_id]):
             return False
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = time.perf_counter()
         state: ItemState = "succeeded"
         error = None
         try:
@@ -381,20 +451,18 @@ class _Driver:
                 reached = await self._provisioner.migrate_on(conn, tenant_id, self._target)
             if reached is None or reached < self._target:
                 state, error = "failed", {"code": "target_not_reached", "message": _short_of(reached, self._target)}
-        except TenantNotFound as exc:  # deleted since the rollout started: nothing left to migrate
-            state, error = "skipped", error_dict(exc)
-        except ServiceError as exc:
-            state, error = "failed", error_dict(exc)
         except Exception as exc:
-            log.exception("rollout %d: migrating %s failed", self._id, tenant_id)
-            state, error = "failed", {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
-        duration_ms = (loop.time() - started) * 1000
-        await store.finish_item(conn, self._id, tenant_id, state, duration_ms, error)
+            state, error = _failure(self._id, tenant_id, exc)
+        outcome = store.Outcome(tenant_id, state, _ms_since(started), error)
+        await store.record(conn, self._id, audit.actor.get(), [outcome])
+        self._count(tenant_id, state, error, canary=canary)
+        return True
+
+    def _count(self, tenant_id: str, state: ItemState, error: dict[str, Any] | None, *, canary: bool) -> None:
         if state == "failed":
             self._failed += 1
             self._canary_failed = self._canary_failed or canary
             log.warning("rollout %d: %s failed: %s", self._id, tenant_id, error)
-        return True
 
     async def _finish(self) -> None:
         """End state: cancelled if tenants were left when it was cancelled, else failed if any tenant failed."""
@@ -406,6 +474,20 @@ class _Driver:
                 state = "failed" if progress.failed else "succeeded"
             await store.finish(conn, self._id, state)
         log.info("rollout %d %s", self._id, state)
+
+
+def _failure(rollout_id: int, tenant_id: str, exc: Exception) -> tuple[ItemState, dict[str, Any]]:
+    """A tenant's state and error after its migration raised: skipped if it was deleted meanwhile."""
+    if isinstance(exc, TenantNotFound):  # deleted since the rollout started: nothing left to migrate
+        return "skipped", error_dict(exc)
+    if isinstance(exc, ServiceError):
+        return "failed", error_dict(exc)
+    log.error("rollout %d: migrating %s failed", rollout_id, tenant_id, exc_info=exc)
+    return "failed", {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
 
 
 def _short_of(reached: int | None, target: int) -> str:

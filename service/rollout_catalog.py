@@ -204,36 +204,84 @@ async def pending(conn: Conn, rollout_id: int, *, canary: bool) -> list[str]:
     return [r["tenant_id"] for r in rows]
 
 
-async def start_item(conn: Conn, rollout_id: int, tenant_id: str) -> bool:
-    """Mark a tenant ``running`` before it is touched, unless the rollout was asked to cancel (then False).
+async def claim(conn: Conn, rollout_id: int, tenant_ids: Sequence[str]) -> list[str]:
+    """Mark tenants ``running`` before they are touched, unless the rollout was asked to cancel (then none);
+    return those claimed, in the order given.
 
-    Its level is taken on the first attempt only (a retry after a crash may find it partly or wholly migrated by the
-    attempt that died)."""
-    row = await conn.fetchval(
+    A tenant's level is taken on its first attempt only (a retry after a crash may find it partly or wholly
+    migrated by the attempt that died)."""
+    rows = await conn.fetch(
         """UPDATE rollout_tenants SET state = 'running', started_at = now(), finished_at = NULL, error = NULL,
                   attempts = attempts + 1,
                   from_version = CASE WHEN attempts = 0
-                                      THEN (SELECT version FROM tenants WHERE id = $2) ELSE from_version END
-           WHERE rollout_id = $1 AND tenant_id = $2
+                                      THEN (SELECT version FROM tenants WHERE id = tenant_id) ELSE from_version END
+           WHERE rollout_id = $1 AND tenant_id = ANY($2::text[])
              AND NOT (SELECT cancel_requested FROM rollouts WHERE id = $1)
-           RETURNING true""",
+           RETURNING tenant_id""",
         rollout_id,
-        tenant_id,
+        list(tenant_ids),
     )
-    return row is not None
+    claimed = {r["tenant_id"] for r in rows}
+    return [t for t in tenant_ids if t in claimed]
 
 
-async def finish_item(
-    conn: Conn, rollout_id: int, tenant_id: str, state: ItemState, duration_ms: float, error: dict[str, Any] | None
-) -> None:
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A tenant's result (:func:`record`). When its level was read (``touched``) the catalog takes ``version`` and
+    ``migration_error``; when files were applied (``ran``) its ``migrate`` operation is recorded too."""
+
+    tenant_id: str
+    state: ItemState
+    duration_ms: float | None = None
+    error: dict[str, Any] | None = None
+    touched: bool = False
+    version: int | None = None
+    ran: bool = False
+    from_version: int | None = None
+    migration_error: dict[str, Any] | None = None
+    started_at: datetime | None = None
+
+
+async def record(conn: Conn, rollout_id: int, actor: str, outcomes: Sequence[Outcome]) -> None:
+    """Record tenants' outcomes in one statement: their rollout state, their level in ``tenants`` and their
+    ``migrate`` operation (its start and end at once: the run is over)."""
+    if not outcomes:
+        return
+    rows = [
+        {
+            "tenant_id": o.tenant_id,
+            "state": o.state,
+            "duration_ms": o.duration_ms,
+            "error": o.error,
+            "touched": o.touched,
+            "version": o.version,
+            "ran": o.ran,
+            "from_version": o.from_version,
+            "migration_error": o.migration_error,
+            "started_at": None if o.started_at is None else o.started_at.isoformat(),
+        }
+        for o in outcomes
+    ]
     await conn.execute(
-        """UPDATE rollout_tenants SET state = $3, finished_at = now(), duration_ms = $4, error = $5::jsonb
-           WHERE rollout_id = $1 AND tenant_id = $2""",
+        """WITH o AS (
+               SELECT * FROM jsonb_to_recordset($2::text::jsonb) AS o(
+                   tenant_id text, state text, duration_ms double precision, error jsonb, touched boolean,
+                   version integer, ran boolean, from_version integer, migration_error jsonb, started_at timestamptz)
+           ), items AS (
+               UPDATE rollout_tenants t
+               SET state = o.state, duration_ms = o.duration_ms, error = o.error, finished_at = now()
+               FROM o WHERE t.rollout_id = $1 AND t.tenant_id = o.tenant_id
+           ), levels AS (
+               UPDATE tenants SET version = o.version, error = o.migration_error, updated_at = now()
+               FROM o WHERE tenants.id = o.tenant_id AND o.touched
+           )
+           INSERT INTO operations (tenant_id, kind, actor, state, started_at, finished_at, detail, error)
+           SELECT tenant_id, 'migrate', $3, CASE WHEN migration_error IS NULL THEN 'succeeded' ELSE 'failed' END,
+                  started_at, now(), jsonb_build_object('from', from_version), migration_error
+           FROM o WHERE ran""",
         rollout_id,
-        tenant_id,
-        state,
-        duration_ms,
-        None if error is None else json.dumps(error),
+        json.dumps(rows),
+        actor,
     )
 
 
