@@ -59,7 +59,7 @@ _PING_TIMEOUT: Final = 10.0
 # Seconds between two checks that the lock connection still answers (made before starting a tenant).
 _PING_INTERVAL: Final = 1.0
 # Tenants a worker locks, reads and unlocks at once, saving catalog statements per tenant (bench/RESULTS.md).
-_CHUNK: Final = 4
+_CHUNK: Final = 8
 # Bounds in seconds of the migration-duration histogram in /metrics.
 DURATION_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -376,35 +376,49 @@ class _Driver:
     async def _run_chunk(self, conn: asyncpg.Connection, chunk: list[str]) -> bool:
         """Migrate a few tenants with fewer catalog statements; False when the rollout must stop.
 
-        The tenants of the chunk that are free are locked in one statement and read in another, and unlocked
-        together at the end; each is still claimed (reading a cancel) and recorded on its own, so that a cancel
-        or ``max_failures`` is obeyed between tenants and the counts move one tenant at a time. A tenant held
-        elsewhere runs after the chunk, waiting for its lock like any operation."""
+        The tenants of the chunk that are free are locked in one statement and read in another. Each is still
+        claimed (reading a cancel) and recorded on its own, so that a cancel or ``max_failures`` is obeyed between
+        tenants and the counts move one tenant at a time, but a tenant's record also claims the next one, and the
+        last record releases the chunk's locks. A tenant held elsewhere runs after the chunk, waiting for its lock
+        like any operation."""
         locks = self._provisioner.locks
-        busy: list[str] = []
+        ready: list[str] = []
+        stopped = False
         async with locks.slot():
             local = {t: lock for t in chunk if (lock := await locks.try_local(t)) is not None}
+            held: set[str] = set()
             try:
-                held = await try_advisory_locks(conn, list(local))
-                try:
-                    found = await catalog.get_many(conn, list(held))
-                    for tenant_id in chunk:
-                        if tenant_id not in held:
-                            busy.append(tenant_id)
-                            continue
-                        if not await self._may_start(canary=False) or not await store.claim(
-                            conn, self._id, [tenant_id]
-                        ):
-                            return False
-                        outcome = await self._upgrade(tenant_id, found.get(tenant_id))
-                        await store.record(conn, self._id, audit.actor.get(), [outcome])
-                        self._count(tenant_id, outcome.state, outcome.error, canary=False)
-                finally:
-                    await advisory_unlock(conn, list(held))
+                held = await try_advisory_locks(conn, list(local)) if local else set()
+                found = await catalog.get_many(conn, list(held)) if held else {}
+                ready = [t for t in chunk if t in held]
+                if ready:
+                    stopped = not (await self._may_start(canary=False) and await store.claim(conn, self._id, ready[:1]))
+                for i, tenant_id in enumerate(ready):
+                    if stopped:
+                        break
+                    outcome = await self._upgrade(tenant_id, found.get(tenant_id))
+                    self._count(tenant_id, outcome.state, outcome.error, canary=False)
+                    after = ready[i + 1] if i + 1 < len(ready) else None
+                    if after is not None and not await self._may_start(canary=False):
+                        after, stopped = None, True
+                    unlock = sorted(held) if after is None else []
+                    claimed = await store.record(
+                        conn, self._id, audit.actor.get(), [outcome], claim_next=after, unlock=unlock
+                    )
+                    if after is None:
+                        held = set()  # the record released them
+                    elif not claimed:
+                        stopped = True  # cancelled
             finally:
+                if held:
+                    await advisory_unlock(conn, sorted(held))
                 for tenant_id, lock in local.items():
                     locks.release_local(tenant_id, lock)
-        for tenant_id in busy:
+        if stopped:
+            return False
+        for tenant_id in chunk:
+            if tenant_id in ready:
+                continue
             if not await self._may_start(canary=False) or not await self._migrate(conn, tenant_id, canary=False):
                 return False
         return True

@@ -14,7 +14,7 @@ from typing import Any, Final, Literal
 
 import asyncpg
 
-from service.db import Conn
+from service.db import LOCK_NAMESPACE, Conn
 
 RolloutState = Literal["running", "succeeded", "failed", "cancelled"]
 ItemState = Literal["pending", "running", "succeeded", "failed", "skipped"]
@@ -204,6 +204,18 @@ async def pending(conn: Conn, rollout_id: int, *, canary: bool) -> list[str]:
     return [r["tenant_id"] for r in rows]
 
 
+_CLAIM: Final = """
+    UPDATE rollout_tenants SET state = 'running', started_at = now(), finished_at = NULL, error = NULL,
+           attempts = attempts + 1,
+           from_version = CASE WHEN attempts = 0
+                               THEN (SELECT version FROM tenants WHERE id = tenant_id) ELSE from_version END
+    WHERE rollout_id = $1 AND tenant_id = ANY($2::text[])
+      AND NOT (SELECT cancel_requested FROM rollouts WHERE id = $1)
+    RETURNING tenant_id"""
+# The same for one tenant, $4, inside record's statement.
+_CLAIM_ONE: Final = _CLAIM.replace("$2::text[]", "ARRAY[$4::text]")
+
+
 async def claim(conn: Conn, rollout_id: int, tenant_ids: Sequence[str]) -> list[str]:
     """Mark tenants ``running`` before they are touched, unless the rollout was asked to cancel (then none);
     return those claimed, in the order given.
@@ -211,13 +223,7 @@ async def claim(conn: Conn, rollout_id: int, tenant_ids: Sequence[str]) -> list[
     A tenant's level is taken on its first attempt only (a retry after a crash may find it partly or wholly
     migrated by the attempt that died)."""
     rows = await conn.fetch(
-        """UPDATE rollout_tenants SET state = 'running', started_at = now(), finished_at = NULL, error = NULL,
-                  attempts = attempts + 1,
-                  from_version = CASE WHEN attempts = 0
-                                      THEN (SELECT version FROM tenants WHERE id = tenant_id) ELSE from_version END
-           WHERE rollout_id = $1 AND tenant_id = ANY($2::text[])
-             AND NOT (SELECT cancel_requested FROM rollouts WHERE id = $1)
-           RETURNING tenant_id""",
+        _CLAIM,
         rollout_id,
         list(tenant_ids),
     )
@@ -242,11 +248,21 @@ class Outcome:
     started_at: datetime | None = None
 
 
-async def record(conn: Conn, rollout_id: int, actor: str, outcomes: Sequence[Outcome]) -> None:
+async def record(
+    conn: Conn,
+    rollout_id: int,
+    actor: str,
+    outcomes: Sequence[Outcome],
+    *,
+    claim_next: str | None = None,
+    unlock: Sequence[str] = (),
+) -> bool:
     """Record tenants' outcomes in one statement: their rollout state, their level in ``tenants`` and their
-    ``migrate`` operation (its start and end at once: the run is over)."""
-    if not outcomes:
-        return
+    ``migrate`` operation (its start and end at once: the run is over).
+
+    The same statement claims the worker's next tenant as :func:`claim` does (return whether it could: not after
+    a cancel), and releases the advisory locks of ``unlock`` (tenant ids): one round trip where three were.
+    """
     rows = [
         {
             "tenant_id": o.tenant_id,
@@ -262,8 +278,8 @@ async def record(conn: Conn, rollout_id: int, actor: str, outcomes: Sequence[Out
         }
         for o in outcomes
     ]
-    await conn.execute(
-        """WITH o AS (
+    claimed = await conn.fetchval(
+        f"""WITH o AS (
                SELECT * FROM jsonb_to_recordset($2::text::jsonb) AS o(
                    tenant_id text, state text, duration_ms double precision, error jsonb, touched boolean,
                    version integer, ran boolean, from_version integer, migration_error jsonb, started_at timestamptz)
@@ -274,15 +290,25 @@ async def record(conn: Conn, rollout_id: int, actor: str, outcomes: Sequence[Out
            ), levels AS (
                UPDATE tenants SET version = o.version, error = o.migration_error, updated_at = now()
                FROM o WHERE tenants.id = o.tenant_id AND o.touched
+           ), operations AS (
+               INSERT INTO operations (tenant_id, kind, actor, state, started_at, finished_at, detail, error)
+               SELECT tenant_id, 'migrate', $3,
+                      CASE WHEN migration_error IS NULL THEN 'succeeded' ELSE 'failed' END,
+                      started_at, now(), jsonb_build_object('from', from_version), migration_error
+               FROM o WHERE ran
+           ), claimed AS ({_CLAIM_ONE}
+           ), unlocked AS (
+               SELECT pg_advisory_unlock($6, hashtext(id)) FROM unnest($5::text[]) AS u(id)
            )
-           INSERT INTO operations (tenant_id, kind, actor, state, started_at, finished_at, detail, error)
-           SELECT tenant_id, 'migrate', $3, CASE WHEN migration_error IS NULL THEN 'succeeded' ELSE 'failed' END,
-                  started_at, now(), jsonb_build_object('from', from_version), migration_error
-           FROM o WHERE ran""",
+           SELECT (SELECT count(*) FROM claimed) > 0, (SELECT count(*) FROM unlocked)""",
         rollout_id,
         json.dumps(rows),
         actor,
+        claim_next,
+        list(unlock),
+        LOCK_NAMESPACE,
     )
+    return bool(claimed)
 
 
 async def migrated(conn: Conn, rollout_id: int) -> list[str]:
