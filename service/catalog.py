@@ -156,6 +156,11 @@ async def set_version(conn: Conn, tenant_id: str, version: int | None, error: di
     )
 
 
+async def touch(conn: Conn, tenant_id: str) -> None:
+    """Mark a change the tenant's row does not otherwise show (its ``updated_at`` stamps cached reads)."""
+    await conn.execute("UPDATE tenants SET updated_at = now() WHERE id = $1", tenant_id)
+
+
 async def remove(conn: Conn, tenant_id: str) -> None:
     await conn.execute("DELETE FROM tenants WHERE id = $1", tenant_id)
 

@@ -171,6 +171,14 @@ class Settings(BaseSettings):
         description="Idle tenant-database connections kept for reads (schema, drift, status), all servers together "
         "(0: open one per read).",
     )
+    schema_cache_seconds: float = Field(
+        default=0,
+        ge=0,
+        le=86_400,
+        description="0: GET /tenants/{id}/schema reads each tenant's history live. Above 0: a level read before is "
+        "answered from memory and re-read in the background once this old (for dashboards cycling through many "
+        "tenants); any change made through the service is seen at once.",
+    )
     failpoint: str | None = Field(
         default=None, description="Test only: a step name at which the process kills itself (crash tests)."
     )

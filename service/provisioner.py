@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, TypeVar
 import asyncpg
 
 from service import catalog, credentials, history, logs, roles, runner
-from service.cache import Recent
+from service.cache import Recent, Revalidating
 from service.catalog import Tenant
 from service.config import Settings, Strategy
 from service.connections import TenantConnections
@@ -96,6 +96,9 @@ def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
+# Tenants whose history is kept in memory when schema_cache_seconds > 0 (a few kB each).
+_LEVELS_KEPT = 20_000
+_History = list[history.Applied]
 # Tenant databases read at once when a list is filtered by schema status.
 _STATUS_READS = 8
 
@@ -155,6 +158,10 @@ class Provisioner:
         self._background: set[asyncio.Task[None]] = set()
         self._fleet = Recent(self._count_fleet, settings.fleet_cache_seconds)
         self.connections = TenantConnections(settings.tenant_connections)
+        # Tenants' applied histories for status reads, when allowed to be a little old (schema_cache_seconds).
+        self._levels: Revalidating[_History] | None = None
+        if settings.schema_cache_seconds > 0:
+            self._levels = Revalidating(settings.schema_cache_seconds, _LEVELS_KEPT)
         self.drift = DriftChecker(servers, migrations, settings, self.locks, self.connections)
         # The clone strategy's template database on each server, built on first use (service.template).
         self.templates = {t.name: self._template_on(t) for t in servers}
@@ -413,6 +420,8 @@ class Provisioner:
         for task in list(self._background):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._levels is not None:
+            await self._levels.close()
         await self.connections.close()
         await self.servers.close()
 
@@ -493,10 +502,21 @@ class Provisioner:
             return compute(tenant.id, tenant.database, [], self.migrations, error=tenant.error)
         if tenant.state != "ready":
             return None
-        # A read: a kept connection serves it (see service.connections).
-        applied = await self.connections.run(self._target(tenant), tenant.database, history.read)
+        applied = await self._applied(tenant)
         drift = await self.drift.latest(tenant.id)
         return compute(tenant.id, tenant.database, applied, self.migrations, error=tenant.error, drift=drift)
+
+    async def _applied(self, tenant: Tenant) -> _History:
+        """A ready tenant's history, for reads: through a kept connection (see service.connections), or from
+        memory when ``schema_cache_seconds`` allows. Every change the service makes to a tenant, on any replica,
+        moves its ``updated_at`` in the catalog: the stamp of its cached history."""
+
+        async def load() -> _History:
+            return await self.connections.run(self._target(tenant), tenant.database, history.read)
+
+        if self._levels is None:
+            return await load()
+        return await self._levels.get(tenant.id, (tenant.database, tenant.server, tenant.updated_at), load)
 
     # -- repair ---------------------------------------------------------------------------------------------
 
@@ -521,6 +541,7 @@ class Provisioner:
                         if repairs:
                             await history.ensure(tconn)
                             await history.record_repairs(tconn, repairs)
+                            await catalog.touch(lease.conn, tenant_id)  # a new stamp for cached levels
                 except ServiceError as exc:
                     await catalog.end_operation(lease.conn, op, error_dict(exc))
                     raise
