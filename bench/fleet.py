@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import shutil
 import statistics
@@ -29,9 +28,11 @@ from typing import Any
 import asyncpg
 import httpx
 
+from service import history, migrations, runner
 from service.db import with_database
 from service.embedded import EmbeddedPostgres
 from service.identifiers import quote_ident
+from service.migrations import plan
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "tests" / "fixtures" / "migrations" / "ok"
@@ -154,21 +155,27 @@ async def service_rollout(
 
 
 async def loop_upgrade(
-    dsn: str, databases: list[str], version: int, sql: str, concurrency: int, *, read: bool
+    dsn: str, databases: list[str], folder: Path, version: int, concurrency: int, *, same_sql: bool
 ) -> float:
-    """The physical limit: connect, one transaction with the file and its history row, commit.
+    """The physical limit: per tenant, connect, one transaction with the file and its history row, commit.
 
-    With ``read``, the history is read first, as any runner that checks what it applies must (drizzle-orm's
-    migrator reads its newest row; this service compares every row's hash with the files)."""
+    With ``same_sql`` the tenant-side SQL is exactly the service's (``history.read``, then ``runner.apply``: the
+    history checked before, a savepoint to locate a failing statement, the history row), with no catalog, no lock
+    and no HTTP: what is left between the two is the service's orchestration. Without it, the least any runner
+    could send (no history read, one plain insert)."""
     sem = asyncio.Semaphore(concurrency)
-    sha = hashlib.sha256(sql.encode()).hexdigest()  # LF-only text: both hashes agree
+    migration = migrations.load(folder).by_version[version]
+    sql = "\n;\n".join(s.sql for s in migration.statements)
+    sha = migration.sha256
 
     async def one(db: str) -> None:
         async with sem:
             conn = await asyncpg.connect(with_database(dsn, db))
             try:
-                if read:
-                    await conn.fetch("SELECT version, sha256 FROM _tenants.history ORDER BY version")
+                if same_sql:
+                    applied = await history.read(conn)
+                    await runner.apply(conn, plan([migration]), ensure_history=not applied)
+                    return
                 async with conn.transaction():
                     await conn.execute(sql)
                     await conn.execute(
@@ -303,14 +310,14 @@ async def main(args: argparse.Namespace) -> None:
                     cpu_service.append(own)
                     checked.append(with_drift)
                 elif phase == "loop":
-                    sql = add_file(folder, version)
+                    add_file(folder, version)
                     cpu, mine = cpu_seconds(), time.process_time()
-                    limit.append(await loop_upgrade(dsn, databases, version, sql, args.concurrency, read=True))
+                    limit.append(await loop_upgrade(dsn, databases, folder, version, args.concurrency, same_sql=True))
                     cpu_loop.append(cpu_seconds() - cpu)
                     cpu_loop_own.append(time.process_time() - mine)
                 else:
-                    sql = add_file(folder, version)
-                    bare.append(await loop_upgrade(dsn, databases, version, sql, args.concurrency, read=False))
+                    add_file(folder, version)
+                    bare.append(await loop_upgrade(dsn, databases, folder, version, args.concurrency, same_sql=False))
                 version += 1
         results["rollout_s"] = ours
         results["checked_s"] = checked
@@ -369,15 +376,17 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
     drift = statistics.median(r["checked_s"])
     print(f"... and its drift re-checks     median {drift:6.2f} s  runs {[round(x, 2) for x in r['checked_s']]}")
     bare = statistics.median(r["bare_s"])
-    print(f"asyncpg loop, history read      median {limit:6.2f} s  runs {[round(x, 2) for x in r['loop_s']]}")
-    print(f"asyncpg loop, no read           median {bare:6.2f} s  runs {[round(x, 2) for x in r['bare_s']]}")
+    print(f"asyncpg loop, the service's SQL median {limit:6.2f} s  runs {[round(x, 2) for x in r['loop_s']]}")
+    print(f"asyncpg loop, least SQL         median {bare:6.2f} s  runs {[round(x, 2) for x in r['bare_s']]}")
     cpu_ours, cpu_loop = statistics.median(r["cpu_ours"]), statistics.median(r["cpu_loop"])
     own, loop_own = statistics.median(r["cpu_service"]), statistics.median(r["cpu_loop_own"])
     print(
         f"CPU per tenant (whole machine)  service {cpu_ours / n * 1000:.1f} ms (its own process"
         f" {own / n * 1000:.1f} ms), loop {cpu_loop / n * 1000:.1f} ms (its own process {loop_own / n * 1000:.1f} ms)"
     )
-    print(f"ratio service/loop              {ours / limit:.2f}x (against the loop without the read {ours / bare:.2f}x)")
+    print(
+        f"ratio service/loop              {ours / limit:.2f}x (against the loop with the least SQL {ours / bare:.2f}x)"
+    )
     for name in ("schema", "schema_hot", "schema_cached", "fleet", "fleet_10000"):
         x = r[name]
         print(
