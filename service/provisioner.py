@@ -71,7 +71,6 @@ class Upgrade:
     from_version: int | None
     version: int | None
     ran: bool
-    started: float = 0.0  # time.perf_counter() when the files started
     failure: MigrationFailed | None = None
 
     @property
@@ -658,13 +657,13 @@ class Provisioner:
         except MigrationFailed as exc:
             rows = await history.read(tconn)  # the batches before the failing one stay committed
             reached = max((a.version for a in rows), default=None)
-            return Upgrade(before.current_version, reached, ran=True, started=started, failure=exc)
+            return Upgrade(before.current_version, reached, ran=True, failure=exc)
         reached = max([m.version for m in pending] + [a.version for a in before.applied])
         log.info(
             "tenant migrated",
             extra={"from_version": before.current_version, "version": reached, "duration_ms": _ms_since(started)},
         )
-        return Upgrade(before.current_version, reached, ran=True, started=started)
+        return Upgrade(before.current_version, reached, ran=True)
 
     async def _recheck(self, conn: Conn, tconn: Conn, tenant: Tenant) -> DriftReport | None:
         """Record a drift check after a migration run; the run succeeded even if the check cannot be made."""
