@@ -274,12 +274,13 @@ class Rollouts:
 
 
 class _Driver:
-    """Drives one rollout while its lock is held: canaries, then the rest, then the end state, then a drift sweep.
+    """Drives one rollout while its lock is held: canaries, then the rest, then the end state (the drift sweep
+    that follows is :meth:`Rollouts._recheck_drift`).
 
-    Per tenant the catalog sees a handful of short statements on a connection the worker keeps, with asynchronous
-    commits: the claim (which also reads a cancel), the tenant's lock, its level, the audit rows and the outcome.
-    Nothing is lost that matters if the catalog's server crashes before those commits are flushed: the tenant's own
-    history (committed durably with its migration) is the truth, and a resumed rollout reads it again.
+    Each worker keeps a catalog connection with asynchronous commits; per tenant the catalog sees about one
+    statement and a half (see :meth:`_run_chunk`). Nothing is lost that matters if the catalog's server crashes
+    before those commits are flushed: the tenant's own history (committed durably with its migration) is the truth,
+    and a resumed rollout reads it again.
     """
 
     def __init__(self, rollouts: Rollouts, rollout_id: int, lock: asyncpg.Connection) -> None:
