@@ -232,18 +232,15 @@ class TenantLocks:
 
     async def try_acquire(self, tenant_id: str) -> Lease | None:
         """Take the tenant only if nobody holds it (used by recovery)."""
-        local = self._enter(tenant_id)
-        if local.locked():
-            self._leave(tenant_id)
+        local = await self.try_local(tenant_id)
+        if local is None:
             return None
-        await local.acquire()
         pool = self._server.require_pool()
         conn = await pool.acquire()
         if await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_NAMESPACE, tenant_id):
             return Lease(self, tenant_id, conn, local)
         await pool.release(conn)
-        local.release()
-        self._leave(tenant_id)
+        self.release_local(tenant_id, local)
         return None
 
     def _enter(self, tenant_id: str) -> asyncio.Lock:
