@@ -39,11 +39,12 @@ import httpx
 
 from bench.fleet import Service
 from bench.provision import limit_once
-from service import credentials, migrations, roles, runner
-from service.db import with_database
-from service.embedded import EmbeddedPostgres
+from service.history import migrations, runner
 from service.identifiers import quote_ident
-from service.template import CLONE_STRATEGY, template_prefix
+from service.schema.template import CLONE_STRATEGY, template_prefix
+from service.store.db import with_database
+from service.store.embedded import EmbeddedPostgres
+from service.tenants import credentials, roles
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 from bench.fleet import BASE, Service, create_tenants, load
-from service.embedded import EmbeddedPostgres
+from service.store.embedded import EmbeddedPostgres
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -23,11 +23,11 @@ import asyncpg
 import httpx
 
 from bench.harness import database_server, drop_databases, running_service, settings_for
-from service import snapshot
 from service.api.app import create_app
 from service.config import Settings
-from service.db import with_database
-from service.drift import ExpectedSchemas
+from service.schema import snapshot
+from service.schema.expected import ExpectedSchemas
+from service.store.db import with_database
 
 
 async def timed_get(client: httpx.AsyncClient, path: str) -> tuple[float, httpx.Response]:

@@ -28,11 +28,12 @@ from typing import Any
 import asyncpg
 import httpx
 
-from service import history, migrations, runner
-from service.db import with_database
-from service.embedded import EmbeddedPostgres
+from service.history import migrations, runner
+from service.history import table as history
+from service.history.migrations import plan
 from service.identifiers import quote_ident
-from service.migrations import plan
+from service.store.db import with_database
+from service.store.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "tests" / "fixtures" / "migrations" / "ok"

@@ -16,8 +16,8 @@ import uvicorn
 
 from service.api.app import create_app
 from service.config import Settings
-from service.embedded import EmbeddedPostgres
 from service.identifiers import quote_ident
+from service.store.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 

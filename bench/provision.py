@@ -23,9 +23,9 @@ import asyncpg
 import httpx
 
 from bench.harness import ROOT, database_server, drop_databases, running_service, settings_for
-from service import migrations
-from service.db import with_database
+from service.history import migrations
 from service.identifiers import quote_ident
+from service.store.db import with_database
 
 
 async def limit_once(dsn: str, ms: migrations.MigrationSet, name: str) -> float:

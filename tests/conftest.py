@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from service.api.app import create_app
 from service.config import Settings
-from service.embedded import EmbeddedPostgres
+from service.store.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "migrations"

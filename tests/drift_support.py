@@ -13,8 +13,8 @@ from fastapi import FastAPI
 
 from service.api.app import create_app
 from service.config import Settings
-from service.db import with_database
-from service.provisioner import Provisioner
+from service.store.db import with_database
+from service.tenants.provisioner import Provisioner
 
 DRIFT = Path(__file__).resolve().parent / "fixtures" / "migrations" / "drift"
 

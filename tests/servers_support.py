@@ -12,8 +12,8 @@ from typing import Any
 
 import asyncpg
 
-from service.db import with_database
-from service.embedded import EmbeddedPostgres
+from service.store.db import with_database
+from service.store.embedded import EmbeddedPostgres
 from tests.process import free_port
 
 

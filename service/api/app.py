@@ -4,79 +4,97 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import Depends, FastAPI
 
-from service import __version__, catalog, migrations
+from service import __version__
 from service.api import limits, problems
 from service.api.auth import authorize
 from service.api.routes import databases, drift, fleet, rollouts, servers, system, tenants
 from service.config import Settings
-from service.db import Server, Servers
-from service.drift import upkeep
-from service.embedded import EmbeddedPostgres
+from service.fleet.rollouts import Rollouts
+from service.fleet.servers import unconfigured
+from service.history import migrations
 from service.logs import valid_request_id
-from service.provisioner import Provisioner
-from service.rollout import Rollouts
-from service.servers import unconfigured
+from service.schema.drift import upkeep
+from service.store import catalog
+from service.store.db import Server, Servers
+from service.store.embedded import EmbeddedPostgres
+from service.tenants.provisioner import Provisioner
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the app; nothing touches a database until the lifespan starts."""
+@asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[str]:
+    """The admin URL of the catalog's server: the configured one, else the embedded cluster for the app's life."""
+    if settings.database_url is not None:
+        yield settings.database_url.get_secret_value()
+        return
+    embedded = EmbeddedPostgres(settings.data_dir)
+    dsn = await asyncio.to_thread(embedded.start)
+    log.info("embedded PostgreSQL running in %s", settings.data_dir)
+    try:
+        yield dsn
+    finally:
+        await asyncio.to_thread(embedded.stop)
 
+
+async def _provisioner(server: Server, migration_set: migrations.MigrationSet, settings: Settings) -> Provisioner:
+    """Upgrade the catalog, configure the tenant servers and recover what a dead process left in flight."""
+    async with server.catalog() as conn:
+        await catalog.upgrade(conn)
+    # Tenant servers are not contacted here: one that is down must not keep the others' tenants from service.
+    tenant_servers = Servers.configure(server, settings.server_specs, settings.max_parallel + 1)
+    async with server.catalog() as conn:
+        for name, count in (await unconfigured(conn, tenant_servers)).items():
+            log.warning("%d tenant(s) live on server %s, which is not configured: unreachable", count, name)
+    provisioner = Provisioner(tenant_servers, migration_set, settings)
+    recovered = await provisioner.recover()
+    if recovered:
+        log.warning("recovered %d tenant(s) left in flight", recovered)
+    return provisioner
+
+
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Refuse to start on a broken folder before anything else happens.
         migration_set = migrations.load(settings.migrations_dir, settings.seeds_path, journal=settings.journal)
-        embedded: EmbeddedPostgres | None = None
-        if settings.database_url is None:
-            embedded = EmbeddedPostgres(settings.data_dir)
-            dsn = await asyncio.to_thread(embedded.start)
-            log.info("embedded PostgreSQL running in %s", settings.data_dir)
-        else:
-            dsn = settings.database_url.get_secret_value()
         if not settings.auth_enabled:
             log.warning("no TENANTS_ADMIN_TOKEN/TENANTS_READ_TOKEN set: the API is open; serve on loopback only")
-        server = Server(dsn, settings.catalog_database, settings.pool_size)
-        try:
-            await server.open()
-            async with server.catalog() as conn:
-                await catalog.upgrade(conn)
-            # Tenant servers are not contacted here: one that is down must not keep the others' tenants from service.
-            tenant_servers = Servers.configure(server, settings.server_specs, settings.max_parallel + 1)
-            async with server.catalog() as conn:
-                for name, count in (await unconfigured(conn, tenant_servers)).items():
-                    log.warning("%d tenant(s) live on server %s, which is not configured: unreachable", count, name)
-            provisioner = Provisioner(tenant_servers, migration_set, settings)
-            recovered = await provisioner.recover()
-            if recovered:
-                log.warning("recovered %d tenant(s) left in flight", recovered)
-            app.state.provisioner = provisioner
-            app.state.rollouts = fleet_rollouts = Rollouts(provisioner, settings.rollout_poll_interval)
+        async with _database(settings) as dsn:
+            server = Server(dsn, settings.catalog_database, settings.pool_size)
             try:
-                async with (
-                    upkeep(provisioner.drift, settings.drift_interval, settings.drift_concurrency),
-                    fleet_rollouts.running(),
-                ):
-                    yield
+                await server.open()
+                provisioner = await _provisioner(server, migration_set, settings)
+                app.state.provisioner = provisioner
+                app.state.rollouts = fleet_rollouts = Rollouts(provisioner, settings.rollout_poll_interval)
+                try:
+                    async with (
+                        upkeep(provisioner.drift, settings.drift_interval, settings.drift_concurrency),
+                        fleet_rollouts.running(),
+                    ):
+                        yield
+                finally:
+                    await provisioner.close()
             finally:
-                await provisioner.close()
-        finally:
-            await server.close()
-            if embedded is not None:
-                await asyncio.to_thread(embedded.stop)
+                await server.close()
 
+    return lifespan
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the app; nothing touches a database until the lifespan starts."""
     app = FastAPI(
         title="tenant-provisioner",
         version=__version__,
         summary="Creates, migrates and inspects per-tenant PostgreSQL databases.",
-        lifespan=lifespan,
+        lifespan=_lifespan(settings),
         dependencies=[Depends(limits.known_query)],
     )
     app.state.settings = settings

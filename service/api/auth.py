@@ -12,9 +12,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.audit import actor
 from service.config import Settings
 from service.errors import Forbidden, Unauthorized
+from service.store.audit import actor
 
 _bearer = HTTPBearer(auto_error=False, description="TENANTS_ADMIN_TOKEN, or TENANTS_READ_TOKEN for GET only.")
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from service.api import schemas
-from service.catalog import Tenant
-from service.drift import DriftReport
-from service.migrations import Migration, MigrationSet
-from service.rollout_catalog import Rollout
-from service.status import SchemaStatus
+from service.fleet.rollout_store import Rollout
+from service.history.migrations import Migration, MigrationSet
+from service.schema.drift import DriftReport
+from service.store.catalog import Tenant
+from service.tenants.status import SchemaStatus
 
 
 def tenant(t: Tenant, latest: int | None) -> schemas.TenantOut:

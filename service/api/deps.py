@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from service.fleet.rollouts import Rollouts
 from service.identifiers import TENANT_ID_PATTERN
-from service.provisioner import Provisioner
-from service.rollout import Rollouts
+from service.tenants.provisioner import Provisioner
 
 
 def get_provisioner(request: Request) -> Provisioner:

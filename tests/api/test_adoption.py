@@ -15,10 +15,10 @@ import asyncpg
 import httpx
 import pytest
 
-from service import runner
 from service.config import Settings
-from service.db import with_database
-from service.migrations import MigrationSet, load, plan
+from service.history import runner
+from service.history.migrations import MigrationSet, load, plan
+from service.store.db import with_database
 from tests.drift_support import DRIFT, app_running, drift_of
 
 MakeSettings = Callable[..., Settings]

@@ -16,10 +16,10 @@ import asyncpg
 import httpx
 import pytest
 
-from service import snapshot
 from service.config import Settings
-from service.db import with_database
-from service.template import template_prefix
+from service.schema import snapshot
+from service.schema.template import template_prefix
+from service.store.db import with_database
 from tests.conftest import DEFAULT_MIGRATIONS, FIXTURES
 from tests.drift_support import app_running, drift_of, provisioner_of
 

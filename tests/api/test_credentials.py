@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from service.config import Settings
-from service.credentials import scram_sha256
-from service.db import with_database
+from service.store.db import with_database
+from service.tenants.credentials import scram_sha256
 
 MakeSettings = Callable[..., Settings]
 Serve = Callable[[Settings], AbstractAsyncContextManager[httpx.AsyncClient]]

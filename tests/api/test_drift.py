@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from service.config import Settings
-from service.drift import ExpectedSchemas
+from service.schema.expected import ExpectedSchemas
 from tests.drift_support import DRIFT, app_running, create, drift_of, execute, provisioner_of
 
 MakeSettings = Callable[..., Settings]

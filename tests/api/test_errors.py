@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from service.config import Settings
-from service.db import with_database
+from service.store.db import with_database
 
 MakeSettings = Callable[..., Settings]
 Serve = Callable[[Settings], AbstractAsyncContextManager[httpx.AsyncClient]]

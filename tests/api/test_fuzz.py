@@ -35,8 +35,8 @@ from pydantic import SecretStr
 from service.api.app import create_app
 from service.api.limits import MAX_BODY
 from service.config import Settings
-from service.db import with_database
 from service.identifiers import quote_ident, quote_literal
+from service.store.db import with_database
 
 MakeSettings = Callable[..., Settings]
 Serve = Callable[[Settings], AbstractAsyncContextManager[httpx.AsyncClient]]

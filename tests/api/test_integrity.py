@@ -14,10 +14,11 @@ import asyncpg
 import httpx
 import pytest
 
-from service import checks, cli
+from service import cli
 from service.config import Settings
-from service.db import with_database
 from service.errors import MigrationSetInvalid
+from service.history import checks
+from service.store.db import with_database
 from tests.conftest import DEFAULT_MIGRATIONS, FIXTURES
 
 MakeSettings = Callable[..., Settings]

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 
 from service.config import Settings
-from service.db import with_database
+from service.store.db import with_database
 
 MakeSettings = Callable[..., Settings]
 Serve = Callable[[Settings], AbstractAsyncContextManager[httpx.AsyncClient]]

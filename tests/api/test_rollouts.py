@@ -21,7 +21,7 @@ import pytest
 from pydantic import SecretStr
 
 from service.config import Settings
-from service.db import with_database
+from service.store.db import with_database
 from tests.conftest import FIXTURES
 
 MakeSettings = Callable[..., Settings]
@@ -122,7 +122,9 @@ async def test_rollout_migrates_the_fleet_canaries_first(
         assert all(a[1] <= b[0] for a, b in itertools.pairwise(canaries))  # one at a time
         assert max(end for _, end in canaries) <= min(start for start, _ in rest)
         assert any(b[0] < a[1] for a, b in itertools.pairwise(rest))  # in parallel
-        assert [r.message for r in caplog.records if r.name == "service.rollout" and r.levelno >= logging.WARNING] == []
+        assert [
+            r.message for r in caplog.records if r.name == "service.fleet.rollouts" and r.levelno >= logging.WARNING
+        ] == []
 
         fleet_now = (await client.get("/fleet")).json()
         assert fleet_now["by_status"] == {"failed": 0, "behind": 0, "up_to_date": 21}

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from service.config import Settings
-from service.db import with_database
 from service.errors import MigrationSetInvalid
-from service.migrations import load
+from service.history.migrations import load
+from service.store.db import with_database
 
 MakeSettings = Callable[..., Settings]
 Serve = Callable[[Settings], AbstractAsyncContextManager[httpx.AsyncClient]]

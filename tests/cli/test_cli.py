@@ -24,7 +24,7 @@ import asyncpg
 import httpx
 import pytest
 
-from service.db import with_database
+from service.store.db import with_database
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "migrations"

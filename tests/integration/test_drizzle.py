@@ -16,8 +16,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from service import drizzle, journal, migrations, runner, status
-from service.db import with_database
+from service.history import drizzle, journal, migrations, runner
+from service.store.db import with_database
+from service.tenants import status
 from tests.conftest import DEFAULT_MIGRATIONS, FIXTURES, ROOT
 
 pytestmark = pytest.mark.timeout(900)

@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from service.embedded import EmbeddedError, EmbeddedPostgres
+from service.store.embedded import EmbeddedError, EmbeddedPostgres
 
 MakePg = Callable[..., EmbeddedPostgres]
 
@@ -162,7 +162,7 @@ def test_orphan_of_killed_owner_is_stopped(make_pg: MakePg, workdir: Path) -> No
         """
         import os, signal, sys
         from pathlib import Path
-        from service.embedded import EmbeddedPostgres
+        from service.store.embedded import EmbeddedPostgres
         print(EmbeddedPostgres(Path(sys.argv[1]), durable=False).start(), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
         """

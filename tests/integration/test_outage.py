@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from service.config import Settings
-from service.embedded import EmbeddedPostgres
+from service.store.embedded import EmbeddedPostgres
 from tests.conftest import FIXTURES, running
 from tests.process import free_port
 

@@ -12,12 +12,15 @@ from typing import Any
 import asyncpg
 import pytest
 
-from service import catalog, history, runner
 from service.config import Settings
-from service.db import Server, with_database
 from service.errors import DatabaseUnavailable, MigrationFailed, TenantBusy, TenantExists
-from service.migrations import load, plan
-from service.provisioner import CreateRequest, Provisioner
+from service.history import runner
+from service.history import table as history
+from service.history.migrations import load, plan
+from service.store import catalog
+from service.store.db import Server, with_database
+from service.tenants.create import CreateRequest
+from service.tenants.provisioner import Provisioner
 
 MakeSettings = Callable[..., Settings]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "migrations"

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from service.config import Settings
-from service.db import with_database
+from service.store.db import with_database
 from tests.conftest import running
 from tests.process import ServiceProcess
 

@@ -15,13 +15,14 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from service import catalog
-from service.adoption import Adopter, AdoptRequest
 from service.config import Settings
-from service.db import Server
 from service.errors import NoCapacity, ServerFull, UnknownServer
-from service.migrations import load
-from service.provisioner import CreateRequest, Provisioner
+from service.history.migrations import load
+from service.store import catalog
+from service.store.db import Server
+from service.tenants.adopt import Adopter, AdoptRequest
+from service.tenants.create import CreateRequest
+from service.tenants.provisioner import Provisioner
 from tests.conftest import FIXTURES
 from tests.servers_support import backends, execute, names_on, second_cluster, two_servers
 

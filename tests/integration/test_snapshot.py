@@ -9,11 +9,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from service import runner, snapshot
-from service.db import with_database
-from service.drift import compare
-from service.migrations import MigrationSet, load, plan
-from service.snapshot import Snapshot
+from service.history import runner
+from service.history.migrations import MigrationSet, load, plan
+from service.schema import snapshot
+from service.schema.compare import compare
+from service.schema.snapshot import Snapshot
+from service.store.db import with_database
 
 DRIFT = Path(__file__).resolve().parents[1] / "fixtures" / "migrations" / "drift"
 Make = Callable[[str], Awaitable[asyncpg.Connection]]

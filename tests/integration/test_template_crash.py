@@ -7,7 +7,7 @@ from pathlib import Path
 
 import asyncpg
 
-from service.template import template_prefix
+from service.schema.template import template_prefix
 from tests.conftest import FIXTURES
 from tests.integration.test_crash import request, request_until_killed, tenant_databases
 from tests.process import ServiceProcess

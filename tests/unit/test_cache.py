@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from service.cache import Recent, Revalidating
+from service.tenants.cache import Recent, Revalidating
 
 
 async def test_concurrent_callers_share_one_load_and_the_value_expires() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from service import checks, cli, migrations
+from service import cli
+from service.history import checks, migrations
 from tests.conftest import DEFAULT_MIGRATIONS, FIXTURES
 
 WRITE = "`tenantctl check --write-sum`"

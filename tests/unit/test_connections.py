@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from service.connections import TenantConnections
+from service.store.connections import TenantConnections
 
 _ids = itertools.count(1)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from service.drift import compare
-from service.snapshot import Entry, Snapshot
+from service.schema.compare import compare
+from service.schema.snapshot import Entry, Snapshot
 
 TABLE = Entry("table", "public.t", {"kind": "table"}, (("schema", "public"),))
 ID = Entry("column", "public.t.id", {"type": "integer", "nullable": False}, (("table", "public.t"),))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from service import journal, migrations
 from service.errors import MigrationSetInvalid
+from service.history import journal, migrations
 from tests.conftest import DEFAULT_MIGRATIONS, FIXTURES
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from service import checks, cli, lint
+from service import cli
 from service.errors import LintUnavailable
+from service.history import checks, lint
 from tests.conftest import DEFAULT_MIGRATIONS
 
 BREAK = "\n--> statement-breakpoint\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import MigrationSetInvalid
-from service.migrations import (
+from service.history.migrations import (
     BREAKPOINT,
     NO_TRANSACTION_MARKER,
     load,

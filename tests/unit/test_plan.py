@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service import statements
-from service.migrations import Batch, Migration, Statement, load, plan
+from service.history import statements
+from service.history.migrations import Batch, Migration, Statement, load, plan
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "migrations"
 

@@ -10,8 +10,8 @@ import string
 
 import pytest
 
-from service.credentials import connection_url, new_password, scram_sha256
 from service.identifiers import quote_literal
+from service.tenants.credentials import connection_url, new_password, scram_sha256
 
 
 @pytest.mark.parametrize(

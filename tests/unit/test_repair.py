@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from service.drizzle import DrizzleRow, match
 from service.errors import RepairRejected
-from service.history import Applied
-from service.migrations import MigrationSet, load
-from service.repair import Accept, repairs_for
+from service.history.drizzle import DrizzleRow, match
+from service.history.migrations import MigrationSet, load
+from service.history.table import Applied
+from service.tenants.repair import Accept, repairs_for
 
 
 def _set(tmp_path: Path, *texts: str) -> MigrationSet:

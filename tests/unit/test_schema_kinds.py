@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import get_args
 
 from service.api.schemas import DriftObject
-from service.snapshot import KINDS
+from service.schema.snapshot import KINDS
 
 
 def test_api_drift_kinds_are_the_snapshot_kinds() -> None:

@@ -9,9 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from service.config import ServerSpec, Settings
-from service.db import Server, Servers
 from service.errors import DatabaseUnavailable, NoCapacity, ServerFull, UnknownServer
-from service.servers import choose
+from service.store.db import Server, Servers
+from service.tenants.placement import choose
 
 URL_A = "postgresql://admin:secret@db-a.internal:5432/postgres"
 URL_B = "postgresql://admin@db-b.internal/postgres?sslmode=require"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from service import migrations
-from service.template import template_name, template_prefix
+from service.history import migrations
+from service.schema.template import template_name, template_prefix
 from tests.conftest import FIXTURES
 
 NOTES = 'CREATE TABLE "notes" ("id" serial PRIMARY KEY);\n'

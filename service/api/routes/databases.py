@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from service.adoption import Adopter, AdoptRequest
 from service.api import convert, schemas
 from service.api.deps import ProvisionerDep, TenantIdPath
 from service.api.problems import responses
+from service.tenants.adopt import Adopter, AdoptRequest
 
 router = APIRouter(tags=["databases"])
 

@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 from service.api import schemas
 from service.api.deps import ProvisionerDep, RolloutsDep
 from service.api.problems import responses
-from service.rollout import DURATION_BUCKETS
+from service.fleet.rollouts import DURATION_BUCKETS
 
 router = APIRouter(tags=["fleet"])
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Path, Query, Response, status
 from service.api import convert, schemas
 from service.api.deps import RolloutsDep
 from service.api.problems import responses
-from service.rollout import RolloutRequest
+from service.fleet.rollouts import RolloutRequest
 
 router = APIRouter(prefix="/rollouts", tags=["rollouts"])
 RolloutIdPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="Rollout id.")]

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from service.api import schemas
 from service.api.deps import ProvisionerDep
 from service.api.problems import responses
-from service.servers import states
+from service.fleet.servers import states
 
 router = APIRouter(tags=["servers"])
 

@@ -13,8 +13,8 @@ from service.api.deps import ProvisionerDep, TenantIdPath
 from service.api.problems import responses
 from service.errors import InvalidRequest
 from service.identifiers import is_tenant_id
-from service.provisioner import CreateRequest
-from service.repair import Accept
+from service.tenants.create import CreateRequest
+from service.tenants.repair import Accept
 
 router = APIRouter(prefix="/tenants", tags=["tenants"])
 

@@ -1,0 +1,20 @@
+"""``tenantctl``: run the service, and drive it from setup scripts and CI over its HTTP API.
+
+Exit codes: 0 success, 1 the operation failed (the service said no, or could not be reached), 2 bad usage.
+Errors are one line on stderr; ``--json`` prints the service's JSON answer on stdout for tools.
+
+One module per command group, each registering on :data:`service.cli.app.app`; ``output`` holds what they share
+(the HTTP client, problem lines, tables). Commands parse, make one call and print: no business logic here. May
+import ``config``, ``errors``, ``identifiers``, and (``serve``, ``check``) the packages that run in-process.
+"""
+
+from __future__ import annotations
+
+from service.cli import check, fleet, serve, tenants
+from service.cli.app import app
+
+__all__ = ["app", "check", "fleet", "main", "serve", "tenants"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv, prog_name="tenantctl")

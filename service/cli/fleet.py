@@ -1,0 +1,148 @@
+"""Commands over the fleet: databases on the servers, the servers, rollouts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from service.cli.app import app
+from service.cli.output import JsonOpt, checked, emit, request, table
+
+RolloutIdArg = Annotated[int, typer.Argument(help="Rollout id.", min=1, show_default=False)]
+# Seconds between two looks at a rollout's progress (rollout --wait).
+_ROLLOUT_POLL = 0.5
+
+
+@app.command()
+def databases(
+    server: Annotated[str | None, typer.Option(help="Only this database server's databases.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List every database on the servers: managed, unmanaged (adoptable), other, internal."""
+    items = request("GET", "/databases", params={} if server is None else {"server": server}).json()["items"]
+    rows = [
+        [
+            d["server"],
+            d["name"],
+            d["kind"],
+            d["tenant"] or "-",
+            d["history"],
+            "-" if d["version"] is None else str(d["version"]),
+            "inferred" if d["inferred"] else "",
+        ]
+        for d in items
+    ]
+    emit(items, as_json, table(rows, ["SERVER", "DATABASE", "KIND", "TENANT", "HISTORY", "VERSION", ""]))
+
+
+@app.command()
+def servers(as_json: JsonOpt = False) -> None:
+    """List the database servers: tenants, capacity, health; exit 1 if any is unhealthy."""
+    items = request("GET", "/servers").json()["items"]
+    rows = [
+        [
+            s["name"],
+            str(s["tenants"]),
+            "-" if s["capacity"] is None else str(s["capacity"]),
+            "ok" if s["healthy"] else f"down: {s['error']}",
+            s["version"] or "-",
+        ]
+        for s in items
+    ]
+    emit(items, as_json, table(rows, ["SERVER", "TENANTS", "CAPACITY", "HEALTH", "VERSION"]))
+    if not all(s["healthy"] for s in items):
+        raise typer.Exit(1)
+
+
+def _rollout_human(r: dict[str, Any], *, every_tenant: bool) -> str:
+    lines = [
+        f"rollout {r['id']}  {r['state']}  to version {r['to_version']}  {r['total']} tenant(s): {r['done']} done, "
+        f"{r['failed']} failed, {r['skipped']} skipped, {r['running']} running, {r['pending']} pending"
+    ]
+    if every_tenant and r["tenants"]:
+        rows = [
+            [
+                t["id"] + (" (canary)" if t["canary"] else ""),
+                t["state"],
+                "-" if t["from_version"] is None else str(t["from_version"]),
+                "-" if t["duration_ms"] is None else f"{t['duration_ms']:.0f}",
+                "" if t["error"] is None else f"{t['error']['code']}: {t['error']['message']}",
+            ]
+            for t in r["tenants"]
+        ]
+        lines.append(table(rows, ["TENANT", "STATE", "FROM", "MS", "ERROR"]))
+    else:
+        lines += [
+            f"failed: {t['id']}: {t['error']['code']}: {t['error']['message']}"
+            for t in r["tenants"]
+            if t["state"] == "failed" and t["error"] is not None
+        ]
+    return "\n".join(lines)
+
+
+def _follow(rollout: dict[str, Any]) -> dict[str, Any]:
+    """Poll until the rollout ends, with a progress bar on stderr; return its final state."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn(f"rollout {rollout['id']} to {rollout['to_version']}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("", total=rollout["total"])
+        while True:
+            ended = rollout["done"] + rollout["failed"] + rollout["skipped"]
+            bar.update(task, completed=ended, description=f"{rollout['failed']} failed, {rollout['running']} running")
+            if rollout["state"] != "running":
+                return rollout
+            time.sleep(_ROLLOUT_POLL)
+            rollout = request("GET", f"/rollouts/{rollout['id']}").json()
+
+
+@app.command()
+def rollout(
+    to: Annotated[int | None, typer.Option("--to", help="Target version [default: the latest].", min=0)] = None,
+    concurrency: Annotated[int, typer.Option(help="Tenants at once after the canaries.", min=1, max=64)] = 8,
+    canary: Annotated[int, typer.Option(help="Tenants migrated first, one at a time; any failure stops.", min=0)] = 5,
+    max_failures: Annotated[int, typer.Option(help="Failures tolerated after the canaries.", min=0)] = 1,
+    tenant: Annotated[
+        list[str] | None, typer.Option(help="Only this tenant; repeatable, in run order (canaries first).")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow it to its end; exit 1 unless it succeeds.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Migrate every tenant below a version (default the latest) to it: canaries first, then in parallel."""
+    body: dict[str, Any] = {"concurrency": concurrency, "canary": canary, "max_failures": max_failures}
+    if to is not None:
+        body["to_version"] = to
+    if tenant:
+        body["tenants"] = [checked(t) for t in tenant]
+    data = request("POST", "/rollouts", json=body).json()
+    if wait:
+        data = _follow(data)
+    emit(data, as_json, _rollout_human(data, every_tenant=False))
+    if wait and data["state"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command("rollout-status")
+def rollout_status(rollout_id: RolloutIdArg, as_json: JsonOpt = False) -> None:
+    """Show a rollout and each of its tenants; exit 1 when it failed or was cancelled."""
+    data = request("GET", f"/rollouts/{rollout_id}").json()
+    emit(data, as_json, _rollout_human(data, every_tenant=True))
+    if data["state"] in ("failed", "cancelled"):
+        raise typer.Exit(1)
+
+
+@app.command("rollout-cancel")
+def rollout_cancel(rollout_id: RolloutIdArg, as_json: JsonOpt = False) -> None:
+    """Start no more tenants in a rollout (those running finish)."""
+    data = request("POST", f"/rollouts/{rollout_id}/cancel").json()
+    emit(data, as_json, _rollout_human(data, every_tenant=False))

@@ -1,0 +1,8 @@
+"""The migration engine: a folder of files as its tool wrote them, and how they reach one tenant database.
+
+``migrations`` (files, versions, checksums, the plan of transaction batches), ``journal`` (Drizzle's
+``meta/_journal.json``), ``statements`` (what a statement needs, by pglast), ``runner`` (applies a plan on one
+connection), ``table`` (the tenant-side ``_tenants`` history), ``drizzle`` (drizzle-kit's own history table),
+``checks`` and ``lint`` (``tenantctl check``). Knows nothing of the catalog, of other tenants or of HTTP: may import
+``store.db`` and the leaves, never ``store.catalog``, ``schema``, ``tenants``, ``fleet``, ``api`` or ``cli``.
+"""

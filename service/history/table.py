@@ -1,0 +1,152 @@
+"""The history table inside each tenant database: the source of truth for that tenant's level."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib.resources import files
+from typing import Final, Literal
+
+import asyncpg
+
+from service.history.migrations import Migration, SqlFile
+from service.store.db import Conn
+
+How = Literal["applied", "baselined", "cloned"]
+HISTORY_SCHEMA: Final = "_tenants"
+
+
+@cache
+def ddl() -> str:
+    """The tenant-side history tables (``_tenants``), created or completed idempotently."""
+    return (files(__package__) / "history.sql").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    version: int
+    name: str
+    file: str
+    sha256: str
+    drizzle_hash: str
+    applied_at: datetime
+    duration_ms: float
+    how: How
+    # The newest hash an operator accepted for this version (POST /tenants/{id}/repair), if any.
+    accepted_sha256: str | None = None
+
+    @property
+    def effective_sha256(self) -> str:
+        """The hash the file must have now: the accepted one after a repair, else the one that ran."""
+        return self.accepted_sha256 if self.accepted_sha256 is not None else self.sha256
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    version: int
+    old_sha256: str
+    new_sha256: str
+
+
+async def ensure(conn: Conn) -> None:
+    await conn.execute(ddl())
+
+
+async def read(conn: Conn) -> list[Applied]:
+    """The applied versions in order, with any accepted repair; empty when the database has no history table.
+
+    A tenant last migrated before repairs existed has no ``_tenants.repairs`` table: it reads as "no repairs".
+    Outside a transaction the usual case is one query, and a missing table is learnt from its error (inside one,
+    the error would abort the caller's transaction: the tables are looked up first).
+    """
+    if not conn.is_in_transaction():
+        try:
+            return _applied(await conn.fetch(_READ_WITH_REPAIRS))
+        except asyncpg.UndefinedTableError:
+            pass
+    tables = await conn.fetchrow(
+        "SELECT to_regclass('_tenants.history') IS NOT NULL AS history, to_regclass('_tenants.repairs') IS NOT NULL"
+        " AS repairs"
+    )
+    assert tables is not None
+    if not tables["history"]:
+        return []
+    return _applied(await conn.fetch(_READ_WITH_REPAIRS if tables["repairs"] else _READ))
+
+
+def _applied(rows: list[asyncpg.Record]) -> list[Applied]:
+    return [Applied(**dict(r)) for r in rows]
+
+
+_READ: Final = """SELECT version, name, file, sha256, drizzle_hash, applied_at, duration_ms, how
+                  FROM _tenants.history ORDER BY version"""
+_READ_WITH_REPAIRS: Final = """
+    SELECT h.version, h.name, h.file, h.sha256, h.drizzle_hash, h.applied_at, h.duration_ms, h.how,
+           r.new_sha256 AS accepted_sha256
+    FROM _tenants.history h
+    LEFT JOIN LATERAL (
+        SELECT new_sha256 FROM _tenants.repairs WHERE version = h.version ORDER BY id DESC LIMIT 1
+    ) r ON true
+    ORDER BY h.version"""
+
+
+async def record_repairs(conn: Conn, repairs: list[Repair]) -> None:
+    """Append accepted hashes (the caller has run :func:`ensure`); history rows themselves are never updated."""
+    if not repairs:
+        return
+    await conn.execute(
+        """INSERT INTO _tenants.repairs (version, old_sha256, new_sha256)
+           SELECT version, old_sha256, new_sha256
+           FROM jsonb_to_recordset($1::text::jsonb) AS r(version integer, old_sha256 text, new_sha256 text)""",
+        _rows({"version": r.version, "old_sha256": r.old_sha256, "new_sha256": r.new_sha256} for r in repairs),
+    )
+
+
+async def record(conn: Conn, done: list[tuple[Migration, float]], how: How = "applied") -> None:
+    """Insert history rows (migration, duration in ms) in one round trip, inside the caller's transaction."""
+    if not done:
+        return
+    await conn.execute(
+        """INSERT INTO _tenants.history (version, name, file, sha256, drizzle_hash, duration_ms, how)
+           SELECT version, name, file, sha256, drizzle_hash, duration_ms, $2
+           FROM jsonb_to_recordset($1::text::jsonb) AS r(version integer, name text, file text, sha256 text,
+                                                         drizzle_hash text, duration_ms double precision)""",
+        _rows(
+            {
+                "version": m.version,
+                "name": m.name,
+                "file": m.file,
+                "sha256": m.sha256,
+                "drizzle_hash": m.drizzle_hash,
+                "duration_ms": ms,
+            }
+            for m, ms in done
+        ),
+        how,
+    )
+
+
+def _rows(rows: Iterable[dict[str, object]]) -> str:
+    """Rows as one JSON parameter. Not arrays of integers or floats: asyncpg looks those types up on every new
+    connection with a catalog query that costs about 10 ms, more than a whole migration of one file."""
+    return json.dumps(list(rows))
+
+
+async def mark_cloned(conn: Conn) -> None:
+    """In a tenant just cloned from a template, inside the caller's transaction: the rows the template's replay
+    wrote become ``cloned`` (their applied_at and duration stay those of the template's build)."""
+    await conn.execute("UPDATE _tenants.history SET how = 'cloned' WHERE how = 'applied'")
+
+
+async def record_seeds(conn: Conn, done: list[tuple[SqlFile, float]]) -> None:
+    if not done:
+        return
+    await conn.execute(
+        """INSERT INTO _tenants.seeds (file, sha256, duration_ms)
+           SELECT file, sha256, duration_ms
+           FROM jsonb_to_recordset($1::text::jsonb) AS r(file text, sha256 text, duration_ms double precision)""",
+        _rows({"file": f.file, "sha256": f.sha256, "duration_ms": ms} for f, ms in done),
+    )

@@ -1,0 +1,207 @@
+"""Create a tenant: claim its row, place it, make its role and its database, run the whole history, seed it.
+
+The route hands a :class:`CreateRequest` to :func:`create`, which walks the steps in order and never returns to a
+hub between them: ``placement`` (server and catalog row), ``owned`` (role, then database, each recorded before it
+is made), ``history.runner`` (every file and the seed, in as few transactions as PostgreSQL allows), then the
+catalog row becomes ``ready``. A failure at any step undoes what the catalog records as made and marks the tenant
+``failed`` with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import NamedTuple, TypeVar
+
+from service import logs
+from service.config import Strategy
+from service.errors import DatabaseExists, RoleExists, ServiceError, TenantExists
+from service.history import runner
+from service.history.migrations import plan
+from service.identifiers import database_name, validate_tenant_id
+from service.store import catalog
+from service.store.catalog import Tenant
+from service.store.db import Conn, Lease
+from service.tenants import credentials, owned, placement, roles
+from service.tenants.context import Context
+from service.tenants.steps import error_dict, ms_since
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    id: str
+    name: str | None = None
+    seed: dict[str, str] = field(default_factory=dict)
+    # How the schema is made (None: the TENANTS_STRATEGY setting); not part of the fingerprint, since a cloned
+    # tenant is indistinguishable from a replayed one.
+    strategy: Strategy | None = None
+    # The server to place it on (None: the least loaded with room); not part of the fingerprint either: a replay
+    # naming no server, or the one it is on, is the same request.
+    server: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        return self.name if self.name is not None else self.id
+
+    def fingerprint(self) -> str:
+        """Identity of the request: the same id with the same body is a replay, anything else a conflict."""
+        body = json.dumps({"name": self.display_name, "seed": self.seed}, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+class Created(NamedTuple):
+    """What :func:`create` did: ``connection_url`` (with the tenant role's password) only when it made the tenant;
+    the password is kept nowhere, so this is the only time anyone sees it."""
+
+    tenant: Tenant
+    created: bool
+    connection_url: str | None = None
+
+
+async def create(ctx: Context, request: CreateRequest, *, wait: bool = True) -> Created:
+    """Create a tenant and its login role, or return the existing tenant for a replay (no connection URL).
+
+    With ``wait=False`` the role is made before returning (so the URL is in the answer), the tenant is returned
+    in ``provisioning`` and the database is built in the background. Raises TenantExists (same id, other body),
+    DatabaseExists / RoleExists (a foreign database or role has the name; nothing is left behind), TenantBusy
+    (waited past the bound), MigrationFailed (the tenant is then ``failed``, its database and role dropped).
+    """
+    validate_tenant_id(request.id)
+    logs.tenant.set(request.id)
+    if request.server is not None:
+        placement.require(ctx.servers, request.server)  # before waiting for anything
+    lease: Lease | None = await ctx.locks.acquire(request.id)
+    assert lease is not None
+    try:
+        tenant = await _claim(ctx, lease.conn, request)
+        if tenant.state == "ready":
+            op = await catalog.begin_operation(lease.conn, tenant.id, "create", {"replay": True})
+            await catalog.end_operation(lease.conn, op)
+            return Created(tenant, False)
+        strategy = request.strategy or ctx.settings.strategy
+        op = await catalog.begin_operation(lease.conn, tenant.id, "create", {"strategy": strategy})
+        password = await _guard(ctx, lease.conn, tenant, op, owned.create_role(ctx, lease.conn, tenant))
+        dsn = ctx.target(tenant).admin_dsn
+        url = credentials.connection_url(dsn, tenant.database, password, tenant.database)
+        if not wait:
+            ctx.spawn(_provision_and_release(ctx, lease, tenant, request, op))
+            lease = None
+            return Created(tenant, True, url)
+        return Created(await _provision(ctx, lease.conn, tenant, request, op), True, url)
+    finally:
+        if lease is not None:
+            await lease.release()
+
+
+async def _claim(ctx: Context, conn: Conn, request: CreateRequest) -> Tenant:
+    existing = await catalog.get(conn, request.id)
+    if existing is not None and existing.state == "ready":
+        if existing.request_sha256 == request.fingerprint() and request.server in (None, existing.server):
+            return existing
+        raise TenantExists(tenant=request.id)
+    if existing is not None:
+        # failed, or left in flight by a process that died: we hold the lock, so nobody works on it.
+        await owned.drop_owned(ctx, conn, existing)
+        if existing.state != "deleting":
+            return await _place(ctx, conn, request, retry=True)  # it owns nothing now: placed anew
+        await catalog.remove(conn, request.id)
+    tenant = await _place(ctx, conn, request, retry=False)
+    try:
+        await _refuse_foreign(ctx, tenant)
+    except Exception:
+        await catalog.remove(conn, tenant.id)
+        raise
+    return tenant
+
+
+async def _place(ctx: Context, conn: Conn, request: CreateRequest, *, retry: bool) -> Tenant:
+    """Choose the tenant's server and write its row in one catalog transaction (see :mod:`.placement`).
+
+    Raises UnknownServer, ServerFull, NoCapacity.
+    """
+    name, fingerprint = request.display_name, request.fingerprint()
+    async with conn.transaction():
+        server = (await placement.place(conn, ctx.servers, request.id, request.server)).name
+        if retry:
+            return await catalog.restart(conn, request.id, name, fingerprint, server=server)
+        database = database_name(ctx.settings.db_prefix, request.id)
+        return await catalog.insert(conn, request.id, name, database, fingerprint, server=server)
+
+
+async def _refuse_foreign(ctx: Context, tenant: Tenant) -> None:
+    """DatabaseExists / RoleExists when something the service did not make has the tenant's name there."""
+    target = ctx.target(tenant)
+    if await target.database_exists(tenant.database):
+        raise DatabaseExists(database=tenant.database, server=target.name)
+    async with target.admin() as admin:
+        if await roles.exists(admin, tenant.database):
+            raise RoleExists(role=tenant.database, server=target.name)
+
+
+async def _provision_and_release(ctx: Context, lease: Lease, tenant: Tenant, request: CreateRequest, op: int) -> None:
+    try:
+        await _provision(ctx, lease.conn, tenant, request, op)
+    except ServiceError as exc:
+        log.warning("background creation of %s failed: %s", tenant.id, exc.message)
+    finally:
+        await lease.release()
+
+
+async def _provision(ctx: Context, conn: Conn, tenant: Tenant, request: CreateRequest, op: int) -> Tenant:
+    ready = await _guard(ctx, conn, tenant, op, _build(ctx, conn, tenant, request))
+    await catalog.end_operation(conn, op)
+    return ready
+
+
+async def _build(ctx: Context, conn: Conn, tenant: Tenant, request: CreateRequest) -> Tenant:
+    started = time.perf_counter()
+    clone = (request.strategy or ctx.settings.strategy) == "clone"
+    target = ctx.target(tenant)
+    await owned.create_database(ctx, conn, tenant, ctx.templates[target.name] if clone else None)
+    async with target.admin() as admin:
+        await roles.grant_connect(admin, tenant.database, tenant.database)
+    tconn = await ctx.connect(tenant)
+    try:
+        values = runner.SeedValues(tenant.id, request.display_name, dict(request.seed))
+        if clone:  # the schema and its history came with the template: mark them cloned, seed
+            await runner.seed_cloned(tconn, ctx.migrations.seeds, values)
+        else:
+            batches = plan(ctx.migrations.migrations, seed=True)
+            await runner.apply(tconn, batches, seeds=ctx.migrations.seeds, values=values)
+        await roles.grant_objects(tconn, tenant.database)
+    finally:
+        await tconn.close()
+    ctx.failpoint("create.before_ready")
+    ready = await catalog.mark(conn, tenant.id, "ready", version=ctx.migrations.latest_version)
+    log.info("tenant ready", extra={"version": ready.version, "duration_ms": ms_since(started)})
+    return ready
+
+
+async def _guard(ctx: Context, conn: Conn, tenant: Tenant, op: int, step: Awaitable[_T]) -> _T:
+    """Await one step of a creation; on failure undo what the catalog records as made, and record why.
+
+    A name taken by a foreign database or role leaves nothing behind, not even the catalog row.
+    """
+    try:
+        return await step
+    except (DatabaseExists, RoleExists) as exc:
+        await owned.drop_owned(ctx, conn, tenant)
+        await catalog.remove(conn, tenant.id)
+        await catalog.end_operation(conn, op, {"code": exc.code})
+        raise
+    except ServiceError as exc:
+        await owned.fail(ctx, conn, tenant, error_dict(exc))
+        await catalog.end_operation(conn, op, error_dict(exc))
+        raise
+    except Exception as exc:
+        error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+        await owned.fail(ctx, conn, tenant, error)
+        await catalog.end_operation(conn, op, error)
+        raise

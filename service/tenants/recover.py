@@ -1,0 +1,61 @@
+"""Recovery: finish or undo what a dead process left in flight (``provisioning``, ``deleting``, owned leftovers),
+and drop template databases whose build was interrupted. Runs at start; tenants another live replica is working on
+(their lock is held) are left to it."""
+
+from __future__ import annotations
+
+import logging
+
+from service.errors import ServiceError
+from service.store import catalog
+from service.store.catalog import Tenant
+from service.store.db import Conn
+from service.tenants import delete, owned
+from service.tenants.context import Context
+
+log = logging.getLogger(__name__)
+
+
+async def recover(ctx: Context) -> int:
+    """Return how many tenants were touched."""
+    async with ctx.server.catalog() as conn:
+        stuck = await catalog.unfinished(conn)
+    touched = 0
+    for tenant in stuck:
+        lease = await ctx.locks.try_acquire(tenant.id)
+        if lease is None:
+            continue  # a live process (another replica) is working on it
+        try:
+            current = await catalog.get(lease.conn, tenant.id)
+            if current is None:
+                continue
+            await _recover_one(ctx, lease.conn, current)
+            touched += 1
+            log.warning("recovered tenant %s (was %s)", current.id, current.state)
+        except ServiceError as exc:  # its server is down: the next start, or the next request on it, retries
+            log.warning("cannot recover tenant %s now: %s", tenant.id, exc.message)
+        finally:
+            await lease.release()
+    await _drop_orphan_templates(ctx)
+    return touched
+
+
+async def _recover_one(ctx: Context, conn: Conn, tenant: Tenant) -> None:
+    if tenant.state == "deleting":
+        await delete.finish(ctx, conn, tenant)
+    elif tenant.state == "provisioning":
+        error = {"code": "interrupted", "message": "creation was interrupted; POST again to retry"}
+        await owned.fail(ctx, conn, tenant, error)
+    else:
+        await owned.drop_owned(ctx, conn, tenant)
+
+
+async def _drop_orphan_templates(ctx: Context) -> None:
+    for template in ctx.templates.values():
+        try:
+            dropped = await template.drop_orphans()
+        except ServiceError as exc:
+            log.warning("cannot look for template databases on a server: %s", exc.message)
+            continue
+        if dropped:
+            log.warning("dropped %d template database(s) whose build was interrupted", len(dropped))
