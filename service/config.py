@@ -179,6 +179,13 @@ class Settings(BaseSettings):
         "answered from memory and re-read in the background once this old (for dashboards cycling through many "
         "tenants); any change made through the service is seen at once.",
     )
+    backup_dir: Path | None = Field(
+        default=None,
+        description="Folder of tenant backups (pg_dump archives and manifests); default <data_dir>/backups.",
+    )
+    backup_retention: int = Field(
+        default=7, ge=1, le=10_000, description="Backups kept per tenant: a new one removes the oldest past this."
+    )
     failpoint: str | None = Field(
         default=None, description="Test only: a step name at which the process kills itself (crash tests)."
     )
@@ -235,6 +242,10 @@ class Settings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return self.admin_token is not None or self.read_token is not None
+
+    @property
+    def backup_path(self) -> Path:
+        return self.backup_dir if self.backup_dir is not None else self.data_dir / "backups"
 
     @property
     def seeds_path(self) -> Path:

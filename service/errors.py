@@ -30,6 +30,13 @@ CLI prints the message. Driver errors are translated to this tree in ``service.d
     ├─ RolloutInProgress            rollout_in_progress      409
     ├─ RolloutFinished              rollout_finished         409
     ├─ ServerFull                   server_full              409
+    ├─ ServerDraining               server_draining          409
+    ├─ TenantDeleted                tenant_deleted           409
+    ├─ TenantNotDeleted             tenant_not_deleted       409
+    ├─ MoveRefused                  move_refused             409
+    ├─ BackupNotFound               backup_not_found         404
+    ├─ VerificationFailed           verification_failed      500
+    ├─ ToolFailed                   tool_failed              500
     ├─ NoCapacity                   no_capacity              409
     ├─ MigrationSetInvalid          migration_set_invalid    (the service refuses to start)
     ├─ LintUnavailable              lint_unavailable         (tenantctl check --lint only)
@@ -226,3 +233,45 @@ class RolloutFinished(ServiceError):
     """The rollout has already finished; it can no longer be cancelled."""
 
     code = "rollout_finished"
+
+
+class ServerDraining(ServiceError):
+    """The named database server is draining: it takes no new tenants (POST /servers/{name}/undrain ends that)."""
+
+    code = "server_draining"
+
+
+class TenantDeleted(ServiceError):
+    """A deleted tenant holds this id until it is purged; undelete it (POST /tenants/{id}/undelete) or purge it."""
+
+    code = "tenant_deleted"
+
+
+class TenantNotDeleted(ServiceError):
+    """Only a deleted tenant can be undeleted."""
+
+    code = "tenant_not_deleted"
+
+
+class MoveRefused(ServiceError):
+    """The tenant cannot be moved there: it is already on that server, or its database is not the service's own."""
+
+    code = "move_refused"
+
+
+class BackupNotFound(ServiceError):
+    """No backup of this tenant has this id."""
+
+    code = "backup_not_found"
+
+
+class VerificationFailed(ServiceError):
+    """The copy differs from its source (schema, history, rows); it was dropped and the tenant left as it was."""
+
+    code = "verification_failed"
+
+
+class ToolFailed(ServiceError):
+    """pg_dump or pg_restore failed or cannot be found."""
+
+    code = "tool_failed"

@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI
 from service import __version__
 from service.api import limits, problems
 from service.api.auth import authorize
-from service.api.routes import databases, drift, fleet, rollouts, servers, system, tenants
+from service.api.routes import databases, drift, fleet, lifecycle, rollouts, servers, system, tenants
 from service.config import Settings
 from service.fleet.rollouts import Rollouts
 from service.fleet.servers import unconfigured
@@ -104,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id)
     guarded = {"dependencies": [Depends(authorize)], "responses": problems.responses(401, 403)}
     app.include_router(tenants.router, **guarded)  # type: ignore[arg-type]
+    app.include_router(lifecycle.router, **guarded)  # type: ignore[arg-type]
     app.include_router(system.protected, **guarded)  # type: ignore[arg-type]
     app.include_router(fleet.router, **guarded)  # type: ignore[arg-type]
     app.include_router(drift.router, **guarded)  # type: ignore[arg-type]

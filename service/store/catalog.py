@@ -18,20 +18,21 @@ from service.config import DEFAULT_SERVER
 from service.store import audit, sql
 from service.store.db import Conn
 
-State = Literal["provisioning", "ready", "failed", "deleting"]
-STATES: Final = ("provisioning", "ready", "failed", "deleting")
+State = Literal["provisioning", "ready", "failed", "deleting", "deleted", "restoring", "moving"]
+STATES: Final = ("provisioning", "ready", "failed", "deleting", "deleted", "restoring", "moving")
 CATALOG_VERSIONS: Final = (
     "catalog_0001.sql",
     "catalog_0002.sql",
     "catalog_0003.sql",
     "catalog_0004.sql",
     "catalog_0005.sql",
+    "catalog_0006.sql",
 )
 _CATALOG_LOCK: Final = (0x7E4A1, 0)
 
 _COLUMNS: Final = (
     "id, name, database, state, request_sha256, database_owned, version, error, created_at, updated_at, role_owned,"
-    " server"
+    " server, deleted_at, step"
 )
 
 
@@ -51,12 +52,17 @@ class Tenant:
     role_owned: bool = False
     # The database server it lives on (TENANTS_SERVERS), fixed when it was created or adopted.
     server: str = DEFAULT_SERVER
+    # When it was deleted (state ``deleted``): purged TENANTS_DELETE_RETENTION later.
+    deleted_at: datetime | None = None
+    # The non-transactional step in flight (catalog_0006.sql), for recovery: {"op", "stage", ...}.
+    step: dict[str, Any] | None = None
 
 
 def _tenant(row: asyncpg.Record) -> Tenant:
     values = dict(row)
-    if isinstance(values["error"], str):
-        values["error"] = json.loads(values["error"])
+    for key in ("error", "step"):
+        if isinstance(values.get(key), str):
+            values[key] = json.loads(values[key])
     return Tenant(**values)
 
 
@@ -180,7 +186,8 @@ async def page(conn: Conn, *, state: str | None, after: str | None, limit: int) 
 async def unfinished(conn: Conn) -> list[Tenant]:
     rows = await conn.fetch(
         f"""SELECT {_COLUMNS} FROM tenants
-            WHERE state IN ('provisioning', 'deleting') OR (state = 'failed' AND (database_owned OR role_owned))
+            WHERE state IN ('provisioning', 'deleting', 'restoring', 'moving') OR step IS NOT NULL
+               OR (state = 'failed' AND (database_owned OR role_owned))
             ORDER BY id"""
     )
     return [_tenant(r) for r in rows]

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from service.store import catalog
 from service.store.catalog import Tenant
 from service.store.db import Conn
-from service.tenants import create, delete, migrate, reads, recover, repair, rotate
+from service.store.lifecycle import Backup
+from service.tenants import backup, create, delete, migrate, reads, recover, repair, rotate
 from service.tenants.context import Context
 from service.tenants.create import Created, CreateRequest
 from service.tenants.migrate import Upgrade
@@ -44,6 +45,15 @@ class Provisioner(Context):
 
     async def rotate_credentials(self, tenant_id: str) -> str:
         return await rotate.rotate_credentials(self, tenant_id)
+
+    async def backup(self, tenant_id: str, *, wait: bool = True) -> Backup:
+        return await backup.backup(self, tenant_id, wait=wait)
+
+    async def backups(self, tenant_id: str) -> list[Backup]:
+        return await backup.listing(self, tenant_id)
+
+    async def backup_info(self, tenant_id: str, backup_id: str) -> Backup:
+        return await backup.info(self, tenant_id, backup_id)
 
     async def recover(self) -> int:
         return await recover.recover(self)

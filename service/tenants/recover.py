@@ -10,7 +10,7 @@ from service.errors import ServiceError
 from service.store import catalog
 from service.store.catalog import Tenant
 from service.store.db import Conn
-from service.tenants import delete, owned
+from service.tenants import backup, delete, owned
 from service.tenants.context import Context
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,27 @@ async def recover(ctx: Context) -> int:
             log.warning("cannot recover tenant %s now: %s", tenant.id, exc.message)
         finally:
             await lease.release()
+    touched += await _clean_backups(ctx)
     await _drop_orphan_templates(ctx)
     return touched
+
+
+async def _clean_backups(ctx: Context) -> int:
+    """Backups a dead process left half-written, and files no catalog row names, per tenant under its lock."""
+    async with ctx.server.catalog() as conn:
+        candidates = await backup.leftovers(ctx, conn)
+    removed = 0
+    for tenant_id in sorted(candidates):
+        lease = await ctx.locks.try_acquire(tenant_id)
+        if lease is None:
+            continue
+        try:
+            removed += await backup.clean(ctx, lease.conn, tenant_id)
+        finally:
+            await lease.release()
+    if removed:
+        log.warning("removed %d half-written or unlisted backup file(s)", removed)
+    return removed
 
 
 async def _recover_one(ctx: Context, conn: Conn, tenant: Tenant) -> None:

@@ -1,0 +1,26 @@
+"""Request and response models of a tenant's life after creation: backups, restore, undelete, move, drain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+
+BACKUP_ID_PATTERN = r"^[0-9]{8}T[0-9]{12}Z-[0-9a-f]{4}$"
+BackupId = Annotated[str, StringConstraints(strict=True, pattern=BACKUP_ID_PATTERN, max_length=32)]
+
+
+class BackupOut(BaseModel):
+    id: str = Field(description="Sortable by time: <UTC timestamp>-<4 hex digits>.")
+    tenant: str
+    state: Literal["writing", "complete"] = Field(description="writing: being taken (Prefer: respond-async).")
+    version: int | None = Field(description="The tenant's migration level when it was taken.")
+    server: str = Field(description="The server the tenant was on.")
+    size_bytes: int | None = Field(description="Size of the pg_dump archive (null while writing).")
+    sha256: str | None = Field(description="sha256 of the archive, also in its manifest (null while writing).")
+    created_at: datetime
+
+
+class BackupList(BaseModel):
+    items: list[BackupOut] = Field(description="Newest first; at most TENANTS_BACKUP_RETENTION.")

@@ -1,0 +1,66 @@
+"""A tenant's life after creation: backups, restore, undelete, move. Parse, one domain call, map."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Response, status
+
+from service.api import lifecycle_schemas as ls
+from service.api.deps import ProvisionerDep, TenantIdPath
+from service.api.problems import responses
+from service.store.lifecycle import Backup
+
+router = APIRouter(prefix="/tenants", tags=["lifecycle"])
+BackupIdPath = Annotated[str, Path(pattern=ls.BACKUP_ID_PATTERN, max_length=32, description="Backup id.")]
+PreferHeader = Annotated[str | None, Header(description="respond-async: answer 202 at once, then poll.")]
+
+
+def _backup(b: Backup) -> ls.BackupOut:
+    return ls.BackupOut(
+        id=b.id,
+        tenant=b.tenant_id,
+        state="complete" if b.state == "complete" else "writing",
+        version=b.version,
+        server=b.server,
+        size_bytes=b.size_bytes,
+        sha256=b.sha256,
+        created_at=b.created_at,
+    )
+
+
+def _is_async(prefer: str | None) -> bool:
+    return "respond-async" in (prefer or "").lower()
+
+
+@router.post(
+    "/{tenant_id}/backups",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ls.BackupOut,
+    responses={202: {"model": ls.BackupOut, "description": "Accepted (Prefer: respond-async): poll its Location."},
+               **responses(404, 409, 422, 500, 503)},
+)  # fmt: skip
+async def create_backup(
+    tenant_id: TenantIdPath, provisioner: ProvisionerDep, response: Response, prefer: PreferHeader = None
+) -> ls.BackupOut:
+    """Back up the tenant's database (its history included): a pg_dump archive and a manifest, written atomically
+    under TENANTS_BACKUP_DIR. The oldest past TENANTS_BACKUP_RETENTION are removed."""
+    wait = not _is_async(prefer)
+    found = await provisioner.backup(tenant_id, wait=wait)
+    response.headers["Location"] = f"/tenants/{tenant_id}/backups/{found.id}"
+    if not wait:
+        response.status_code = status.HTTP_202_ACCEPTED
+        response.headers["Preference-Applied"] = "respond-async"
+    return _backup(found)
+
+
+@router.get("/{tenant_id}/backups", response_model=ls.BackupList, responses=responses(404, 422, 503))
+async def list_backups(tenant_id: TenantIdPath, provisioner: ProvisionerDep) -> ls.BackupList:
+    """The tenant's complete backups, newest first (a deleted tenant's too, until it is purged)."""
+    return ls.BackupList(items=[_backup(b) for b in await provisioner.backups(tenant_id)])
+
+
+@router.get("/{tenant_id}/backups/{backup_id}", response_model=ls.BackupOut, responses=responses(404, 422, 503))
+async def get_backup(tenant_id: TenantIdPath, backup_id: BackupIdPath, provisioner: ProvisionerDep) -> ls.BackupOut:
+    """One backup: ``writing`` while it is being taken, then ``complete``; 404 if it failed."""
+    return _backup(await provisioner.backup_info(tenant_id, backup_id))

