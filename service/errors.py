@@ -22,6 +22,7 @@ CLI prints the message. Driver errors are translated to this tree in ``service.d
     ├─ DatabaseNotAdoptable         database_not_adoptable   409
     ├─ AdoptionAmbiguous            adoption_ambiguous       409
     ├─ RoleExists                   role_exists              409
+    ├─ RolePrivileged               role_privileged          409
     ├─ TenantBusy                   tenant_busy              409
     ├─ TenantNotReady               tenant_not_ready         409
     ├─ HistoryMismatch              history_mismatch         409
@@ -130,6 +131,14 @@ class RoleExists(ServiceError):
     """A database role with the tenant's name already exists and was not made by this service."""
 
     code = "role_exists"
+
+
+class RolePrivileged(ServiceError):
+    """The tenant's role has attributes a tenant must not have (listed), which only a superuser may remove.
+
+    A superuser runs ``ALTER ROLE "<role>" <attributes>``; then the request succeeds."""
+
+    code = "role_privileged"
 
 
 class VersionNotFound(ServiceError):

@@ -36,6 +36,7 @@ STATUS: Final[dict[type[errors.ServiceError], int]] = {
     errors.DatabaseNotAdoptable: 409,
     errors.AdoptionAmbiguous: 409,
     errors.RoleExists: 409,
+    errors.RolePrivileged: 409,
     errors.TenantBusy: 409,
     errors.TenantNotReady: 409,
     errors.HistoryMismatch: 409,

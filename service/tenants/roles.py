@@ -14,14 +14,24 @@ from __future__ import annotations
 
 from typing import Final
 
-from service.errors import RoleExists
+from service.errors import RoleExists, RolePrivileged
 from service.identifiers import quote_ident, quote_literal
 from service.store.db import Conn, PostgresError, sqlstate
 from service.tenants.credentials import scram_sha256
 
 DUPLICATE_OBJECT: Final = "42710"
 DEPENDENT_OBJECTS_STILL_EXIST: Final = "2BP01"
+INSUFFICIENT_PRIVILEGE: Final = "42501"
 _ATTRIBUTES: Final = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+# What a tenant role must be: pg_roles column -> the keyword that makes it so.
+_EXPECTED: Final = {
+    "rolcanlogin": (True, "LOGIN"),
+    "rolsuper": (False, "NOSUPERUSER"),
+    "rolcreatedb": (False, "NOCREATEDB"),
+    "rolcreaterole": (False, "NOCREATEROLE"),
+    "rolreplication": (False, "NOREPLICATION"),
+    "rolbypassrls": (False, "NOBYPASSRLS"),
+}
 _TABLES: Final = "SELECT, INSERT, UPDATE, DELETE"
 _SEQUENCES: Final = "USAGE, SELECT, UPDATE"
 
@@ -41,7 +51,28 @@ async def create(conn: Conn, role: str, password: str) -> None:
 
 
 async def set_password(conn: Conn, role: str, password: str) -> None:
-    await conn.execute(f"ALTER ROLE {quote_ident(role)} {_ATTRIBUTES} PASSWORD {_verifier(password)}")
+    """Only the password: on PostgreSQL 15 and older, naming ``NOSUPERUSER``, ``NOREPLICATION`` or
+    ``NOBYPASSRLS`` in ``ALTER ROLE`` needs superuser even when nothing changes (see :func:`assert_attributes`)."""
+    await conn.execute(f"ALTER ROLE {quote_ident(role)} PASSWORD {_verifier(password)}")
+
+
+async def assert_attributes(conn: Conn, role: str) -> None:
+    """Make the role a plain login again if someone changed it, naming only the attributes that differ.
+
+    Raises RolePrivileged when the admin role may not change them (e.g. a superuser made it ``SUPERUSER``).
+    """
+    row = await conn.fetchrow(f"SELECT {', '.join(_EXPECTED)} FROM pg_roles WHERE rolname = $1", role)
+    if row is None:
+        return
+    wrong = [keyword for column, (value, keyword) in _EXPECTED.items() if row[column] != value]
+    if not wrong:
+        return
+    try:
+        await conn.execute(f"ALTER ROLE {quote_ident(role)} {' '.join(wrong)}")
+    except PostgresError as exc:
+        if sqlstate(exc) == INSUFFICIENT_PRIVILEGE:
+            raise RolePrivileged(role=role, attributes=wrong) from exc
+        raise
 
 
 async def grant_connect(conn: Conn, role: str, database: str) -> None:

@@ -29,6 +29,7 @@ async def _rotate(ctx: Context, conn: Conn, tenant: Tenant) -> str:
     if tenant.role_owned:
         password = credentials.new_password()
         async with target.admin() as admin:
+            await roles.assert_attributes(admin, tenant.database)
             await roles.set_password(admin, tenant.database, password)
     else:
         async with target.admin() as admin:
