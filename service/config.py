@@ -171,6 +171,32 @@ class Settings(BaseSettings):
         description="Idle tenant-database connections kept for reads (schema, drift, status), all servers together "
         "(0: open one per read).",
     )
+    revoke_connect: tuple[str, ...] = Field(
+        default=(),
+        description='Databases (a JSON list, e.g. ["postgres", "template1"]) on each server whose CONNECT the service '
+        "revokes from PUBLIC at start, so tenant roles cannot log in there; needs their owner or a superuser. The "
+        "embedded cluster always gets postgres and template1.",
+    )
+    tenant_connection_idle: float = Field(
+        default=60.0, gt=0, le=86_400, description="Seconds a kept tenant-database connection may stay idle."
+    )
+    connection_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Fraction of each server's usable connections (max_connections minus the reserved slots, read "
+        "from the server) this process may hold open, pools included; with several replicas, give each its share "
+        "(their sum below 1).",
+    )
+    connection_ceiling: int = Field(
+        default=0, ge=0, le=100_000, description="Connections this process may hold open per server (0: by share)."
+    )
+    connection_wait: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Seconds a request waits for a connection when a server's budget is spent, then answers 503.",
+    )
     schema_cache_seconds: float = Field(
         default=0,
         ge=0,

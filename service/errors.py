@@ -39,9 +39,12 @@ CLI prints the message. Driver errors are translated to this tree in ``service.d
     ├─ VerificationFailed           verification_failed      500
     ├─ ToolFailed                   tool_failed              500
     ├─ NoCapacity                   no_capacity              409
+    ├─ ServerInsecure               server_insecure          (the service refuses to start)
+    ├─ ConnectionBudgetTooSmall     connection_budget_too_small 503 (at start: the service refuses to start)
     ├─ MigrationSetInvalid          migration_set_invalid    (the service refuses to start)
     ├─ LintUnavailable              lint_unavailable         (tenantctl check --lint only)
     ├─ MigrationFailed              migration_failed         500
+    │  └─ ExpectedSchemaUnbuildable expected_schema_unbuildable 409
     └─ DatabaseUnavailable          database_unavailable     503
 """
 
@@ -208,6 +211,18 @@ class MigrationSetInvalid(ServiceError):
         )
 
 
+class ServerInsecure(ServiceError):
+    """Every role may create objects in a database the service's admin sessions use; the service does not start."""
+
+    code = "server_insecure"
+
+
+class ConnectionBudgetTooSmall(ServiceError):
+    """The connection ceiling of a server cannot hold the service's pools; lower them or raise the ceiling."""
+
+    code = "connection_budget_too_small"
+
+
 class LintUnavailable(ServiceError):
     """squawk is not installed (pip install squawk-cli), so migration files cannot be linted."""
 
@@ -218,6 +233,12 @@ class MigrationFailed(ServiceError):
     """A migration failed; its transaction was rolled back."""
 
     code = "migration_failed"
+
+
+class ExpectedSchemaUnbuildable(MigrationFailed):
+    """The expected schema cannot be built: a migration file fails to replay into an empty database (named)."""
+
+    code = "expected_schema_unbuildable"
 
 
 class DatabaseUnavailable(ServiceError):

@@ -21,7 +21,8 @@ from service.fleet.servers import unconfigured
 from service.history import migrations
 from service.logs import valid_request_id
 from service.schema.drift import upkeep
-from service.store import catalog
+from service.store import catalog, isolation
+from service.store.budget import Budgets
 from service.store.db import Server, Servers
 from service.store.embedded import EmbeddedPostgres
 from service.tenants.provisioner import Provisioner
@@ -53,6 +54,7 @@ async def _provisioner(server: Server, migration_set: migrations.MigrationSet, s
     async with server.catalog() as conn:
         for name, count in (await unconfigured(conn, tenant_servers)).items():
             log.warning("%d tenant(s) live on server %s, which is not configured: unreachable", count, name)
+    await isolation.isolate(tenant_servers, settings.revoke_connect, embedded=settings.database_url is None)
     provisioner = Provisioner(tenant_servers, migration_set, settings)
     recovered = await provisioner.recover()
     if recovered:
@@ -68,7 +70,8 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         if not settings.auth_enabled:
             log.warning("no TENANTS_ADMIN_TOKEN/TENANTS_READ_TOKEN set: the API is open; serve on loopback only")
         async with _database(settings) as dsn:
-            server = Server(dsn, settings.catalog_database, settings.pool_size)
+            budgets = Budgets(settings.connection_share, settings.connection_ceiling, settings.connection_wait)
+            server = Server(dsn, settings.catalog_database, settings.pool_size, budgets)
             try:
                 await server.open()
                 provisioner = await _provisioner(server, migration_set, settings)

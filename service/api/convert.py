@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from service.api import schemas
 from service.fleet.rollout_store import Rollout
 from service.history.migrations import Migration, MigrationSet
 from service.schema.drift import DriftReport
+from service.store.budget import Pressure
 from service.store.catalog import Tenant
 from service.tenants.status import SchemaStatus
 
@@ -111,3 +114,7 @@ def rollout(r: Rollout) -> schemas.RolloutOut:
         for t in r.tenants
     ]
     return schemas.RolloutOut(**rollout_summary(r).model_dump(), tenants=items)
+
+
+def pressure(p: Pressure) -> schemas.ConnectionsOut:
+    return schemas.ConnectionsOut(**asdict(p))

@@ -37,6 +37,8 @@ STATUS: Final[dict[type[errors.ServiceError], int]] = {
     errors.AdoptionAmbiguous: 409,
     errors.RoleExists: 409,
     errors.RolePrivileged: 409,
+    errors.ExpectedSchemaUnbuildable: 409,
+    errors.ConnectionBudgetTooSmall: 503,
     errors.TenantBusy: 409,
     errors.TenantNotReady: 409,
     errors.HistoryMismatch: 409,

@@ -385,8 +385,21 @@ class RolloutPage(BaseModel):
     next: int | None = Field(description="Pass as ?before= for older rollouts; null on the last page.")
 
 
+class ConnectionsOut(BaseModel):
+    """One server's connection budget in this process (see TENANTS_CONNECTION_SHARE)."""
+
+    server: str
+    ceiling: int | None = Field(description="Connections this process may hold open (None: not contacted yet).")
+    max_connections: int | None
+    reserved: int = Field(description="Held for this process's pools at their largest.")
+    open: int = Field(description="Other connections open now (tenant databases, kept reads, scratch, locks).")
+    waiting: int = Field(description="Requests waiting for a connection now.")
+    refused: int = Field(description="Requests answered 503 since start because the budget was spent.")
+
+
 class HealthOut(BaseModel):
     status: str
+    connections: list[ConnectionsOut] | None = None
 
 
 class Problem(BaseModel):

@@ -148,7 +148,9 @@ class DriftChecker:
         return DriftReport.of(check)
 
     async def expected_schema(self, version: int) -> Snapshot:
-        """What a database at ``version`` must contain. Raises VersionNotFound, MigrationFailed (replay failed)."""
+        """What a database at ``version`` must contain.
+
+        Raises VersionNotFound, ExpectedSchemaUnbuildable (a file fails to replay)."""
         if version not in self.migrations.by_version:
             raise VersionNotFound(version=version)
         return await self.expected.get(version)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 
 from service.config import DEFAULT_SERVER
-from service.errors import MigrationFailed
+from service.errors import ExpectedSchemaUnbuildable, MigrationFailed
 from service.history import runner
 from service.history.migrations import MigrationSet, plan
 from service.identifiers import quote_ident
@@ -78,7 +78,7 @@ class ExpectedSchemas:
     async def get(self, version: int | None) -> Snapshot:
         """The expected snapshot of ``version`` (``None``: a database with nothing applied).
 
-        Raises MigrationFailed when a file fails to replay into an empty database.
+        Raises ExpectedSchemaUnbuildable (a MigrationFailed) when a file fails to replay into an empty database.
         """
         return (await self.some([version]))[version]
 
@@ -88,7 +88,8 @@ class ExpectedSchemas:
         return await self.some([None, *(m.version for m in self.migrations.migrations)], partial=True)
 
     async def some(self, versions: Iterable[int | None], *, partial: bool = False) -> dict[int | None, Snapshot]:
-        """The expected snapshots of ``versions``; without ``partial``, MigrationFailed when one cannot be built."""
+        """The expected snapshots of ``versions``; without ``partial``, ExpectedSchemaUnbuildable when one cannot
+        be built."""
         keys = await self._key_map()
         wanted = {v: keys[v] for v in versions}
         found = self._from_memory(wanted)
@@ -146,6 +147,7 @@ class ExpectedSchemas:
             admin = await self.target.connect(self.target.maintenance_database)
             try:
                 await admin.execute(f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0")
+                await admin.execute(f"REVOKE CONNECT ON DATABASE {quote_ident(name)} FROM PUBLIC")
                 self.builds += 1
                 try:
                     built, failure = await self._replay(name)
@@ -157,7 +159,8 @@ class ExpectedSchemas:
                 await catalog.store_expected_schema(lock, keys[version], version, snap.dump())
                 self.memory[keys[version]] = snap
             if failure is not None:
-                self._failures.update((key, failure) for version, key in keys.items() if version not in built)
+                unbuildable = _unbuildable(failure)
+                self._failures.update((key, unbuildable) for version, key in keys.items() if version not in built)
         finally:
             await lock.close()  # also releases the advisory lock
 
@@ -198,3 +201,13 @@ class ExpectedSchemas:
             finally:
                 await admin.close()
         return dropped
+
+
+def _unbuildable(failure: MigrationFailed) -> ExpectedSchemaUnbuildable:
+    """A replay failure as the caller's problem (409 naming the file), not the service's (500): the files are
+    wrong for an empty database, and a fixed file is replayed again on the next request (a new hash)."""
+    unbuildable = ExpectedSchemaUnbuildable(
+        f"the expected schema cannot be built: {failure.message}", **failure.details
+    )
+    unbuildable.__cause__ = failure
+    return unbuildable

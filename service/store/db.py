@@ -20,6 +20,7 @@ from asyncpg.pool import PoolConnectionProxy
 from service.config import DEFAULT_SERVER, ServerSpec
 from service.errors import DatabaseUnavailable, TenantBusy
 from service.identifiers import quote_ident
+from service.store.budget import Budget, Budgets
 
 # First key of every advisory lock this service takes, so they never collide with an application's own locks.
 LOCK_NAMESPACE: Final = 0x7E4A1
@@ -34,17 +35,9 @@ CONNECT_TIMEOUT: Final = 10.0
 # GET /servers: a health check must answer fast even when a server does not.
 HEALTH_TIMEOUT: Final = 2.0
 
-_UNAVAILABLE = (
-    OSError,
-    asyncio.TimeoutError,
-    pgexc.CannotConnectNowError,
-    pgexc.ConnectionDoesNotExistError,
-    pgexc.TooManyConnectionsError,
-    pgexc.AdminShutdownError,
-    pgexc.CrashShutdownError,
-    pgexc.ConnectionFailureError,
-    asyncpg.InterfaceError,
-)
+_UNAVAILABLE: tuple[type[Exception], ...] = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)
+_UNAVAILABLE += (pgexc.CannotConnectNowError, pgexc.ConnectionDoesNotExistError, pgexc.TooManyConnectionsError)
+_UNAVAILABLE += (pgexc.AdminShutdownError, pgexc.CrashShutdownError, pgexc.ConnectionFailureError)
 
 PostgresError = asyncpg.PostgresError
 # A plain connection or one borrowed from the pool: the domain code takes either.
@@ -85,16 +78,21 @@ class Server:
     admin_dsn: str
     catalog_database: str
     pool_size: int = 10
+    budgets: Budgets = field(default_factory=Budgets)
     pool: asyncpg.Pool | None = field(default=None, init=False)
 
+    @property
+    def budget(self) -> Budget:
+        return self.budgets.of(self.admin_dsn, DEFAULT_SERVER)
+
     async def open(self) -> None:
-        """Create the catalog database if missing, then open the pool on it."""
+        """Create the catalog database if missing, then open the pool on it. ConnectionBudgetTooSmall: the pool
+        does not fit the server's connection budget."""
         with unavailable_as_service_error():
             await self._ensure_catalog_database()
-            self.pool = await asyncpg.create_pool(
-                with_database(self.admin_dsn, self.catalog_database),
-                min_size=1,
-                max_size=self.pool_size,
+            dsn = with_database(self.admin_dsn, self.catalog_database)
+            self.pool = await self.budget.pool(
+                dsn, "catalog pool (TENANTS_POOL_SIZE)", min_size=1, max_size=self.pool_size
             )
 
     async def _ensure_catalog_database(self) -> None:
@@ -117,6 +115,7 @@ class Server:
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
+            self.budget.unreserve_pool(self.pool_size)
 
     def require_pool(self) -> asyncpg.Pool:
         if self.pool is None:
@@ -131,7 +130,7 @@ class Server:
 
     async def connect(self, database: str, **kwargs: Any) -> asyncpg.Connection:
         with unavailable_as_service_error():
-            conn: asyncpg.Connection = await asyncpg.connect(with_database(self.admin_dsn, database), **kwargs)
+            conn: asyncpg.Connection = await self.budget.connect(with_database(self.admin_dsn, database), **kwargs)
             return conn
 
 
@@ -336,10 +335,11 @@ class Target:
     connections that died). Every failure to reach it is :class:`DatabaseUnavailable` naming it.
     """
 
-    def __init__(self, name: str, admin_dsn: str, capacity: int | None, pool_size: int = 4) -> None:
-        self.name = name
-        self.admin_dsn = admin_dsn
-        self.capacity = capacity
+    def __init__(
+        self, name: str, admin_dsn: str, capacity: int | None, pool_size: int = 4, budget: Budget | None = None
+    ):
+        self.name, self.admin_dsn, self.capacity = name, admin_dsn, capacity
+        self.budget = budget if budget is not None else Budgets().of(admin_dsn, name)
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
@@ -363,15 +363,14 @@ class Target:
         async with self._opening:
             if self._pool is None:
                 # min_size=0: creating the pool connects nowhere; each acquire connects if it must.
-                self._pool = await asyncpg.create_pool(
-                    self.admin_dsn, min_size=0, max_size=self._pool_size, timeout=CONNECT_TIMEOUT
-                )
+                kwargs = {"min_size": 0, "timeout": CONNECT_TIMEOUT, "max_inactive_connection_lifetime": 60}
+                self._pool = await self.budget.pool(self.admin_dsn, "admin pool", max_size=self._pool_size, **kwargs)
             return self._pool
 
     async def connect(self, database: str, **kwargs: Any) -> asyncpg.Connection:
         kwargs.setdefault("timeout", CONNECT_TIMEOUT)
         with unavailable_as_service_error(self.name):
-            conn: asyncpg.Connection = await asyncpg.connect(with_database(self.admin_dsn, database), **kwargs)
+            conn: asyncpg.Connection = await self.budget.connect(with_database(self.admin_dsn, database), **kwargs)
             return conn
 
     async def database_exists(self, database: str) -> bool:
@@ -386,7 +385,7 @@ class Target:
                 version = await conn.fetchval("SELECT current_setting('server_version')", timeout=HEALTH_TIMEOUT)
             finally:
                 await conn.close(timeout=HEALTH_TIMEOUT)
-        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:  # type: ignore[misc]  # mypy and a starred tuple
             return Health(False, None, f"{type(exc).__name__}: {exc}")
         return Health(True, str(version), None)
 
@@ -395,6 +394,7 @@ class Target:
         async with self._opening:
             pool, self._pool = self._pool, None
         if pool is not None:
+            self.budget.unreserve_pool(self._pool_size)
             with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
                 await pool.close()
 
@@ -414,8 +414,9 @@ class Servers:
     @classmethod
     def configure(cls, catalog: Server, specs: Sequence[ServerSpec], pool_size: int = 4) -> Servers:
         if not specs:
-            return cls(catalog, [Target(DEFAULT_SERVER, catalog.admin_dsn, None, pool_size)])
-        return cls(catalog, [Target(s.name, s.url, s.capacity, pool_size) for s in specs])
+            return cls(catalog, [Target(DEFAULT_SERVER, catalog.admin_dsn, None, pool_size, catalog.budget)])
+        budgets = catalog.budgets
+        return cls(catalog, [Target(s.name, s.url, s.capacity, pool_size, budgets.of(s.url, s.name)) for s in specs])
 
     def __iter__(self) -> Iterator[Target]:
         return iter(self._targets.values())

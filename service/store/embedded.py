@@ -87,6 +87,7 @@ class EmbeddedPostgres:
         port: int | None = None,
         durable: bool = True,
         bin_dir: Path | None = None,
+        max_connections: int = 200,
     ) -> None:
         """Describe the cluster; nothing touches the disk until start().
 
@@ -99,6 +100,7 @@ class EmbeddedPostgres:
         self._lock_path = self._data_dir / ".lock"
         self._requested_port = port
         self._durable = durable
+        self._max_connections = max_connections
         self._bundled = bin_dir is None
         self._bin_dir = (bundled_bin_dir() if bin_dir is None else Path(bin_dir)).resolve()
         for path in (self._data_dir, self._bin_dir):
@@ -328,7 +330,7 @@ class EmbeddedPostgres:
             f"-p {port}",
             "-c listen_addresses=127.0.0.1",
             "-c unix_socket_directories=''",
-            "-c max_connections=200",
+            f"-c max_connections={int(self._max_connections)}",
         ]
         if not self._durable:
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]

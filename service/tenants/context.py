@@ -46,7 +46,9 @@ class Context:
         self.locks = TenantLocks(self.server, settings.busy_timeout, settings.max_parallel)
         self.background: set[asyncio.Task[None]] = set()
         self.fleet_counts = Recent(self._count_fleet, settings.fleet_cache_seconds)
-        self.connections = TenantConnections(settings.tenant_connections)
+        self.connections = TenantConnections(settings.tenant_connections, settings.tenant_connection_idle)
+        for budget in {id(b): b for b in [servers.catalog.budget, *(t.budget for t in servers)]}.values():
+            budget.on_spent(self.connections.reclaim)
         # Tenants' applied histories for status reads, when allowed to be a little old (schema_cache_seconds).
         self.levels: Revalidating[list[Applied]] | None = None
         if settings.schema_cache_seconds > 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from service.store import catalog
+from service.store.budget import Pressure
 from service.store.catalog import Tenant
 from service.store.db import Conn
 from service.store.lifecycle import Backup
@@ -58,8 +59,8 @@ class Provisioner(Context):
     async def recover(self) -> int:
         return await recover.recover(self)
 
-    async def ping(self) -> None:
-        await reads.ping(self)
+    async def ping(self) -> list[Pressure]:
+        return await reads.ping(self)
 
     async def get(self, tenant_id: str) -> Tenant:
         return await reads.get(self, tenant_id)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import asdict
 
 import asyncpg
 
-from service.errors import TenantNotFound, TenantNotReady
+from service.errors import DatabaseUnavailable, TenantNotFound, TenantNotReady
 from service.history import table as history
 from service.history.table import Applied
 from service.identifiers import validate_tenant_id
 from service.store import catalog
+from service.store.budget import Pressure
 from service.store.catalog import Tenant
 from service.store.db import INVALID_CATALOG_NAME, sqlstate
 from service.tenants.context import Context
@@ -21,10 +23,21 @@ from service.tenants.status import SchemaStatus, compute
 _STATUS_READS = 8
 
 
-async def ping(ctx: Context) -> None:
-    """Raise DatabaseUnavailable unless the catalog answers within a few seconds."""
+async def ping(ctx: Context) -> list[Pressure]:
+    """Each server's connection budget; DatabaseUnavailable unless the catalog answers within a few seconds and no
+    server's budget is spent with requests waiting for it."""
     async with ctx.server.catalog() as conn:
         await conn.fetchval("SELECT 1", timeout=5)
+    budgets = {id(b): b for b in [ctx.server.budget, *(t.budget for t in ctx.servers)]}.values()
+    pressure = [b.pressure() for b in budgets]
+    spent = [p.server for p in pressure if p.spent]
+    if spent:
+        raise DatabaseUnavailable(
+            f"connection budget spent on server {', '.join(spent)}: requests are waiting for a connection",
+            reason="connection_budget",
+            connections=[asdict(p) for p in pressure],
+        )
+    return pressure
 
 
 async def get(ctx: Context, tenant_id: str) -> Tenant:

@@ -366,8 +366,8 @@ async def test_a_file_that_fails_to_replay_blocks_only_its_versions(
     async with app_running(settings) as (app, client):
         for _ in range(2):
             r = await client.get("/migrations/2/schema")
-            assert r.status_code == 500
-            assert r.json()["code"] == "migration_failed"
+            assert r.status_code == 409
+            assert r.json()["code"] == "expected_schema_unbuildable"
             assert r.json()["file"] == "0002_notes.sql"
         body = await drift_of(client, "acme")
         assert (body["version"], body["clean"]) == (1, True)

@@ -20,9 +20,11 @@ async def healthz() -> schemas.HealthOut:
 
 @router.get("/readyz", response_model=schemas.HealthOut, tags=["health"], responses=responses(503))
 async def readyz(provisioner: ProvisionerDep) -> schemas.HealthOut:
-    """The catalog answers and the migration set is valid (the service does not start otherwise)."""
-    await provisioner.ping()
-    return schemas.HealthOut(status="ready")
+    """The catalog answers, the migration set is valid (the service does not start otherwise), and no server's
+    connection budget is spent with requests waiting (503 ``database_unavailable`` with ``connections`` then).
+    ``connections`` reports each server's budget."""
+    pressure = await provisioner.ping()
+    return schemas.HealthOut(status="ready", connections=[convert.pressure(p) for p in pressure])
 
 
 @protected.get("/migrations", response_model=schemas.MigrationsOut, tags=["migrations"])

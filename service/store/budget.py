@@ -1,0 +1,212 @@
+"""Connections are a budget: per PostgreSQL server, this process holds at most ``ceiling`` connections open.
+
+A server refuses connections past ``max_connections``, and the last ``superuser_reserved_connections`` (and, from
+PostgreSQL 16, ``reserved_connections``) go to superusers only. A service that opens what it likes (one kept
+connection per tenant read, a scratch database per drift check) can fill a server and lock everyone out, its own
+new requests included. So every connection this process opens to a server counts against that server's budget:
+
+- the ceiling is ``connection_ceiling`` when set, else ``connection_share`` of the server's usable connections
+  (``max_connections`` minus the reserved slots, read from the server on first contact); several replicas each take
+  their share;
+- the pools (the catalog's, each server's admin pool) are reserved at their ``max_size`` when they are made;
+- every other connection (tenant databases, kept reads, scratch and template databases, rollout and lock
+  sessions) takes a permit for as long as it is open. When none is free, the idle kept connections of that server
+  are closed first (:meth:`Budget.reclaim`), then the request waits ``wait`` seconds and fails with
+  DatabaseUnavailable (503) saying the budget is spent.
+
+A permit goes back when its connection closes, however it closes (asyncpg's termination listener, and a
+finalizer for one dropped without closing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from service.errors import ConnectionBudgetTooSmall, DatabaseUnavailable
+
+# Connections a server's budget must leave beyond its pools: a migration holds one tenant connection and may need a
+# scratch database's beside it.
+MIN_FREE: Final = 2
+SETTINGS_QUERY: Final = """
+SELECT current_setting('max_connections')::int AS max_connections,
+       current_setting('superuser_reserved_connections')::int
+         + coalesce(nullif(current_setting('reserved_connections', true), ''), '0')::int AS reserved
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Pressure:
+    """What ``/readyz`` reports about one server."""
+
+    server: str
+    ceiling: int | None
+    max_connections: int | None
+    reserved: int  # held by pools
+    open: int  # other connections open now
+    waiting: int
+    refused: int  # requests answered 503 because the budget was spent
+
+    @property
+    def spent(self) -> bool:
+        return self.ceiling is not None and self.waiting > 0 and self.reserved + self.open >= self.ceiling
+
+
+class Budget:
+    """The connections this process may open to one server."""
+
+    def __init__(self, name: str, share: float, ceiling: int, wait: float) -> None:
+        self.name = name
+        self._share = share
+        self._fixed = ceiling or None
+        self.ceiling: int | None = self._fixed
+        self.max_connections: int | None = None
+        self._wait = wait
+        self._pools = 0
+        self._open = 0
+        self._waiting = 0
+        self._refused = 0
+        self._freed = asyncio.Event()
+        self._reclaimers: list[Callable[[Budget], Awaitable[bool]]] = []
+
+    def learn(self, max_connections: int, reserved: int) -> None:
+        """The server's own limits (``SETTINGS_QUERY``); sets the ceiling unless one is configured."""
+        self.max_connections = max_connections
+        if self._fixed is None:
+            self.ceiling = max(int(self._share * (max_connections - reserved)), 1)
+
+    def reserve_pool(self, size: int, what: str) -> None:
+        """Count a pool at its largest; ConnectionBudgetTooSmall when it leaves fewer than MIN_FREE others."""
+        if self.ceiling is not None and self._pools + size + MIN_FREE > self.ceiling:
+            raise ConnectionBudgetTooSmall(
+                f"server {self.name}: a ceiling of {self.ceiling} connections (TENANTS_CONNECTION_CEILING, or "
+                f"TENANTS_CONNECTION_SHARE of max_connections={self.max_connections} minus the reserved slots) "
+                f"cannot hold the {what} ({size}) beside {self._pools} already reserved and {MIN_FREE} for tenant "
+                "work: lower TENANTS_POOL_SIZE or TENANTS_MAX_PARALLEL, or raise the share",
+                server=self.name,
+                ceiling=self.ceiling,
+            )
+        self._pools += size
+
+    def on_spent(self, reclaim: Callable[[Budget], Awaitable[bool]]) -> None:
+        """``reclaim(budget)`` closes one idle connection counted here and says whether it did."""
+        self._reclaimers.append(reclaim)
+
+    def pressure(self) -> Pressure:
+        return Pressure(
+            self.name, self.ceiling, self.max_connections, self._pools, self._open, self._waiting, self._refused
+        )
+
+    async def connect(self, dsn: str, **kwargs: Any) -> asyncpg.Connection:
+        """A new connection holding a permit until it closes. Raises DatabaseUnavailable when none came free in
+        time, and what asyncpg raises when the server refuses."""
+        await self._take()
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(dsn, **kwargs)
+        except BaseException:
+            self._give()
+            raise
+        permit = _Permit(self)
+        conn.add_termination_listener(permit.release)
+        weakref.finalize(conn, permit.release)
+        if self.ceiling is None:
+            await self._learn_from(conn)
+        return conn
+
+    async def pool(self, dsn: str, what: str, *, max_size: int, **kwargs: Any) -> asyncpg.Pool:
+        """An asyncpg pool reserved at ``max_size`` (learning the server's limits first, on a connection of the
+        budget's own). Raises ConnectionBudgetTooSmall, and what asyncpg raises."""
+        if self.ceiling is None:
+            await (await self.connect(dsn, timeout=kwargs.get("timeout", 60))).close()
+        self.reserve_pool(max_size, what)
+        try:
+            pool: asyncpg.Pool = await asyncpg.create_pool(dsn, max_size=max_size, **kwargs)
+        except BaseException:
+            self._pools -= max_size
+            raise
+        return pool
+
+    def unreserve_pool(self, size: int) -> None:
+        self._pools -= size
+
+    async def _learn_from(self, conn: asyncpg.Connection) -> None:
+        with contextlib.suppress(asyncpg.PostgresError):
+            row = await conn.fetchrow(SETTINGS_QUERY)
+            if row is not None and self.ceiling is None:
+                self.learn(row["max_connections"], row["reserved"])
+
+    async def _take(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._wait
+        while self.ceiling is not None and self._pools + self._open >= self.ceiling:
+            if await self._reclaim():
+                continue
+            left = deadline - loop.time()
+            if left <= 0:
+                self._refused += 1
+                raise DatabaseUnavailable(
+                    f"connection budget of server {self.name} spent: {self._pools + self._open} of {self.ceiling} "
+                    f"connections in use for {self._wait:g} s (TENANTS_CONNECTION_CEILING / _SHARE)",
+                    server=self.name,
+                    reason="connection_budget",
+                )
+            self._freed.clear()
+            self._waiting += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), min(left, 0.25))
+            finally:
+                self._waiting -= 1
+        self._open += 1
+
+    async def _reclaim(self) -> bool:
+        for reclaim in self._reclaimers:
+            if await reclaim(self):
+                await asyncio.sleep(0)  # the termination listener gives the permit back on the next turn
+                return True
+        return False
+
+    def _give(self) -> None:
+        self._open -= 1
+        self._freed.set()
+
+
+class _Permit:
+    def __init__(self, budget: Budget) -> None:
+        self._budget: Budget | None = budget
+
+    def release(self, *_: object) -> None:
+        budget, self._budget = self._budget, None
+        if budget is not None:
+            budget._give()
+
+
+def endpoint(dsn: str) -> str:
+    """What identifies a server across URLs that differ in user or database: host and port."""
+    parts = urlsplit(dsn)
+    return f"{parts.hostname or parts.query}:{parts.port or 5432}"
+
+
+class Budgets:
+    """One :class:`Budget` per server endpoint, shared by the catalog's server and a tenant server at one address."""
+
+    def __init__(self, share: float = 1.0, ceiling: int = 0, wait: float = 5.0) -> None:
+        self._share, self._ceiling, self._wait = share, ceiling, wait
+        self._by_endpoint: dict[str, Budget] = {}
+
+    def of(self, dsn: str, name: str) -> Budget:
+        key = endpoint(dsn)
+        found = self._by_endpoint.get(key)
+        if found is None:
+            found = self._by_endpoint[key] = Budget(name, self._share, self._ceiling, self._wait)
+        return found
+
+    def all(self) -> list[Budget]:
+        return list(self._by_endpoint.values())
