@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from service.api.schemas import TenantId
 
 BACKUP_ID_PATTERN = r"^[0-9]{8}T[0-9]{12}Z-[0-9a-f]{4}$"
 BackupId = Annotated[str, StringConstraints(strict=True, pattern=BACKUP_ID_PATTERN, max_length=32)]
@@ -24,3 +26,20 @@ class BackupOut(BaseModel):
 
 class BackupList(BaseModel):
     items: list[BackupOut] = Field(description="Newest first; at most TENANTS_BACKUP_RETENTION.")
+
+
+class RestoreRequest(BaseModel):
+    """Which backup to restore, and where: in place (the default), or into a new tenant."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, populate_by_name=True,
+        json_schema_extra={"examples": [{"backup": "20261206T023000123456Z-1a2b"}]},
+    )  # fmt: skip
+
+    backup: BackupId = Field(description="A complete backup of this tenant (GET /tenants/{id}/backups).")
+    as_: TenantId | None = Field(
+        default=None,
+        alias="as",
+        description="Restore into a new tenant of this id (own role and password, in the answer) and leave this one "
+        "alone. Default: in place.",
+    )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from service.cli.app import app
 from service.cli.output import IdArg, JsonOpt, checked, emit, request, table
@@ -25,3 +27,21 @@ def backups(tenant_id: IdArg, as_json: JsonOpt = False) -> None:
     items = request("GET", f"/tenants/{checked(tenant_id)}/backups").json()["items"]
     rows = [[b["id"], str(b["version"]), str(b["size_bytes"]), b["created_at"]] for b in items]
     emit(items, as_json, table(rows, ["ID", "VERSION", "BYTES", "CREATED"]))
+
+
+@app.command()
+def restore(
+    tenant_id: IdArg,
+    backup_id: Annotated[str, typer.Argument(help="Backup id (tenantctl backups ID).", show_default=False)],
+    as_: Annotated[str | None, typer.Option("--as", help="Restore into a new tenant of this id instead.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore a backup in place (checked, then swapped in), or --as a new tenant (prints its connection URL)."""
+    body: dict[str, Any] = {"backup": backup_id}
+    if as_ is not None:
+        body["as"] = checked(as_)
+    data = request("POST", f"/tenants/{checked(tenant_id)}/restore", json=body).json()
+    human = f"{data['id']}  {data['state']}  version {data['version']}  server {data['server']}"
+    if data.get("connection_url"):
+        human += f"\nconnection_url: {data['connection_url']}"
+    emit(data, as_json, human)

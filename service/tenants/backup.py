@@ -21,8 +21,9 @@ from service.errors import BackupNotFound, ServiceError, TenantNotFound
 from service.identifiers import validate_tenant_id
 from service.store import catalog, lifecycle, pgtools
 from service.store.catalog import Tenant
-from service.store.db import Conn, Lease, Target
+from service.store.db import Conn, Lease
 from service.store.lifecycle import Backup
+from service.tenants import copies
 from service.tenants.context import Context
 from service.tenants.steps import locked, ready, recorded
 
@@ -30,13 +31,6 @@ log = logging.getLogger(__name__)
 
 ARCHIVE: Final = ".dump"
 MANIFEST: Final = ".json"
-
-
-async def tools_for(target: Target) -> pgtools.Tools:
-    """pg_dump/pg_restore of the server's major version (else newer)."""
-    async with target.admin() as admin:
-        number = int(await admin.fetchval("SELECT current_setting('server_version_num')"))
-    return pgtools.for_server(number // 10000)
 
 
 def new_id() -> str:
@@ -105,7 +99,8 @@ async def _write(ctx: Context, conn: Conn, tenant: Tenant, backup_id: str) -> Ba
     ctx.failpoint("backup.after_record")
     target = ctx.target(tenant)
     archive, manifest = _paths(ctx, tenant.id, backup_id)
-    written = await pgtools.dump_to_file(await tools_for(target), target.admin_dsn, tenant.database, archive)
+    tools = await copies.tools_for(target)
+    written = await pgtools.dump_to_file(tools, target.admin_dsn, tenant.database, archive)
     created = datetime.now(UTC)
     about = {
         "id": backup_id,
@@ -114,6 +109,7 @@ async def _write(ctx: Context, conn: Conn, tenant: Tenant, backup_id: str) -> Ba
         "server": tenant.server,
         "database": tenant.database,
         "format": "pg_dump custom archive",
+        "tool_major": tools.major,
         "archive": archive.name,
         "size_bytes": written.size_bytes,
         "sha256": written.sha256,

@@ -13,7 +13,7 @@ from service.store.budget import Pressure
 from service.store.catalog import Tenant
 from service.store.db import Conn
 from service.store.lifecycle import Backup
-from service.tenants import backup, create, delete, migrate, reads, recover, repair, rotate
+from service.tenants import backup, create, delete, migrate, reads, recover, repair, restore, rotate
 from service.tenants.context import Context
 from service.tenants.create import Created, CreateRequest
 from service.tenants.migrate import Upgrade
@@ -55,6 +55,9 @@ class Provisioner(Context):
 
     async def backup_info(self, tenant_id: str, backup_id: str) -> Backup:
         return await backup.info(self, tenant_id, backup_id)
+
+    async def restore(self, tenant_id: str, backup_id: str, *, as_id: str | None = None) -> restore.Restored:
+        return await restore.restore(self, tenant_id, backup_id, as_id=as_id)
 
     async def recover(self) -> int:
         return await recover.recover(self)

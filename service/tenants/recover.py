@@ -10,7 +10,7 @@ from service.errors import ServiceError
 from service.store import catalog
 from service.store.catalog import Tenant
 from service.store.db import Conn
-from service.tenants import backup, delete, owned
+from service.tenants import backup, delete, owned, restore
 from service.tenants.context import Context
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,12 @@ async def _clean_backups(ctx: Context) -> int:
 
 
 async def _recover_one(ctx: Context, conn: Conn, tenant: Tenant) -> None:
-    if tenant.state == "deleting":
+    op = (tenant.step or {}).get("op")
+    if op == "restore":
+        await (restore.finish if tenant.step and tenant.step.get("stage") == "swap" else restore.undo)(
+            ctx, conn, tenant
+        )
+    elif tenant.state == "deleting":
         await delete.finish(ctx, conn, tenant)
     elif tenant.state == "provisioning":
         error = {"code": "interrupted", "message": "creation was interrupted; POST again to retry"}

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from service.config import Settings
-from service.errors import BackupNotFound
+from service.errors import BackupNotFound, TenantExists
 from service.tenants.create import CreateRequest
 from tests.conftest import FIXTURES
 from tests.integration.lifecycle_support import checksums, fetch, password_of
@@ -89,3 +89,39 @@ async def test_backup_api_answers_201_or_202_and_lists(
         missing = await client.get("/tenants/api1/backups/20260101T000000000000Z-0000")
         assert (missing.status_code, missing.json()["code"]) == (404, "backup_not_found")
         assert (await client.get("/tenants/nobody/backups")).json()["code"] == "tenant_not_found"
+
+
+async def test_restore_in_place_and_as_a_new_tenant(
+    make_settings: MakeSettings, pg_url: str, url_b: str, tmp_path: Path
+) -> None:
+    settings = make_settings(FIXTURES / "ok", servers=two_servers(pg_url, url_b), backup_dir=tmp_path / "bk")
+    prefix = settings.db_prefix
+    async with provisioner_for(settings) as p:
+        made = await p.create(CreateRequest("rs1", server="b"))
+        assert made.connection_url is not None
+        url = made.connection_url
+        await fetch(url, "INSERT INTO accounts (email) SELECT 'u' || n || '@x.test' FROM generate_series(1, 50) n")
+        taken = await p.backup("rs1")
+        at_backup = await checksums(url_b, f"{prefix}rs1")
+        await fetch(url, "INSERT INTO accounts (email) VALUES ('later@x.test')")
+        await fetch(url, "UPDATE accounts SET name = 'changed' WHERE id < 10")
+        assert await checksums(url_b, f"{prefix}rs1") != at_backup
+
+        restored, new_url = await p.restore("rs1", taken.id)
+        assert new_url is None
+        assert (restored.state, restored.server, restored.version, restored.step) == ("ready", "b", 1, None)
+        assert await checksums(url_b, f"{prefix}rs1") == at_backup  # every table, history included
+        # the same role and password still work, and can write
+        await fetch(url, "INSERT INTO accounts (email) VALUES ('after@x.test')")
+        assert (await names_on(url_b, prefix))[0] == {f"{prefix}rs1"}  # the old copy and the scratch are gone
+
+        copy, copy_url = await p.restore("rs1", taken.id, as_id="rs2")
+        assert copy_url is not None
+        assert copy_url != url
+        assert (copy.id, copy.state, copy.version) == ("rs2", "ready", 1)
+        copied = await checksums(pg_url if copy.server == "a" else url_b, f"{prefix}rs2")
+        assert copied == at_backup
+        assert len(await fetch(copy_url, "SELECT * FROM accounts")) == 51  # the seed row and 50
+        with pytest.raises(TenantExists):
+            await p.restore("rs1", taken.id, as_id="rs2")
+        assert (await p.get("rs1")).state == "ready"

@@ -6,9 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Response, status
 
+from service.api import convert
 from service.api import lifecycle_schemas as ls
 from service.api.deps import ProvisionerDep, TenantIdPath
 from service.api.problems import responses
+from service.api.schemas import TenantCreated, TenantOut
 from service.store.lifecycle import Backup
 
 router = APIRouter(prefix="/tenants", tags=["lifecycle"])
@@ -64,3 +66,25 @@ async def list_backups(tenant_id: TenantIdPath, provisioner: ProvisionerDep) -> 
 async def get_backup(tenant_id: TenantIdPath, backup_id: BackupIdPath, provisioner: ProvisionerDep) -> ls.BackupOut:
     """One backup: ``writing`` while it is being taken, then ``complete``; 404 if it failed."""
     return _backup(await provisioner.backup_info(tenant_id, backup_id))
+
+
+@router.post(
+    "/{tenant_id}/restore",
+    response_model=TenantOut,
+    responses={201: {"model": TenantCreated, "description": "Restored as a new tenant (`as`), with its password."},
+               **responses(404, 409, 422, 500, 503)},
+)  # fmt: skip
+async def restore_tenant(
+    tenant_id: TenantIdPath, body: ls.RestoreRequest, provisioner: ProvisionerDep, response: Response
+) -> TenantOut | TenantCreated:
+    """Restore a backup. In place: the backup goes into a new database, is checked (history, schema at its level)
+    and only then swapped in; the role and its password keep working. A backup of an older level is then behind.
+    With `as`: into a new tenant (201), leaving this one alone."""
+    tenant, url = await provisioner.restore(tenant_id, body.backup, as_id=body.as_)
+    out = convert.tenant(tenant, provisioner.migrations.latest_version)
+    if url is None:
+        return out
+    response.status_code = status.HTTP_201_CREATED
+    response.headers["Location"] = f"/tenants/{tenant.id}"
+    response.headers["Cache-Control"] = "no-store"
+    return TenantCreated(**out.model_dump(), connection_url=url)

@@ -1,0 +1,64 @@
+"""SIGKILL at each step of backup, restore and move, then a restart: the tenant is ready on exactly one server with
+all its data, and no scratch database, role or half-written backup file is left.
+
+Each dying process is also the one that recovers what the previous one left (recovery runs at start), so N kill
+points cost N + 1 process starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import FIXTURES
+from tests.integration.lifecycle_support import checksums, fetch
+from tests.integration.test_crash import env, request, request_until_killed
+from tests.process import ServiceProcess
+from tests.servers_support import names_on
+
+__all__ = ["env"]  # the fixture, shared with test_crash
+
+# In an order where the recovery a process runs at start never passes its own kill point (a recovered swap passes
+# restore.after_swap).
+RESTORE_POINTS = ["restore.after_record", "restore.after_scratch", "restore.after_swap", "restore.before_swap"]
+
+
+async def test_kill_during_backup_and_restore(
+    env: Callable[..., dict[str, str]], pg_url: str, tag: str, tmp_path: Path
+) -> None:
+    base = env(FIXTURES / "ok", TENANTS_BACKUP_DIR=str(tmp_path / "bk"))
+    database, log = f"t{tag}_cr", tmp_path / "log"
+    first = ServiceProcess(base, log).start()
+    made = (await request("POST", f"{first.url}/tenants", json={"id": "cr"})).json()
+    await fetch(made["connection_url"], "INSERT INTO accounts (email) SELECT n || '@x' FROM generate_series(1, 20) n")
+    backup = (await request("POST", f"{first.url}/tenants/cr/backups")).json()
+    at_backup = await checksums(pg_url, database)
+    await fetch(made["connection_url"], "INSERT INTO accounts (email) VALUES ('later@x')")
+    assert first.stop() == 0
+
+    dying = ServiceProcess({**base, "TENANTS_FAILPOINT": "backup.before_complete"}, log).start()
+    await request_until_killed(dying, "POST", "/tenants/cr/backups")
+    expected = await checksums(pg_url, database)
+    for point in [*RESTORE_POINTS, None]:
+        service = ServiceProcess({**base, "TENANTS_FAILPOINT": point} if point else base, log).start()
+        try:
+            # what the previous process left is finished or undone: one database, ready, the data of one side
+            tenant = (await request("GET", f"{service.url}/tenants/cr")).json()
+            assert (tenant["state"], tenant["server"]) == ("ready", "default"), point
+            assert (await names_on(pg_url, f"t{tag}_"))[0] == {database}, point
+            assert await checksums(pg_url, database) == expected, point
+            listed = (await request("GET", f"{service.url}/tenants/cr/backups")).json()["items"]
+            assert [b["id"] for b in listed] == [backup["id"]]
+            assert sorted(p.name for p in (tmp_path / "bk" / "cr").iterdir()) == [
+                f"{backup['id']}.dump",
+                f"{backup['id']}.json",
+            ]
+            assert (await fetch(made["connection_url"], "SELECT count(*) AS n FROM accounts"))[0]["n"] > 0
+            if point is None:
+                break
+            await request_until_killed(service, "POST", "/tenants/cr/restore", json={"backup": backup["id"]})
+            if point in ("restore.before_swap", "restore.after_swap"):
+                expected = at_backup  # the checked copy was recorded for the swap: recovery finishes it
+        finally:
+            service.kill()
+    assert expected == at_backup
