@@ -155,6 +155,16 @@ class Settings(BaseSettings):
         description="strict: refuse to start when <migrations_dir>/meta/_journal.json disagrees with the files; "
         "ignore: run from the files alone.",
     )
+    layout: Literal["auto", "nnnn", "drizzle", "golang-migrate", "flyway", "dbmate", "goose", "prisma"] = Field(
+        default="auto",
+        description="The tool that wrote migrations_dir (auto: recognised from the folder): nnnn (NNNN_name.sql), "
+        "drizzle, golang-migrate, flyway, dbmate, goose or prisma.",
+    )
+    tool_table: bool = Field(
+        default=True,
+        description="Keep the tool's own history table (schema_migrations, flyway_schema_history, goose_db_version, "
+        "_prisma_migrations) in each tenant database as the tool writes it, in the same transaction as each file.",
+    )
     fleet_cache_seconds: float = Field(
         default=1.0, ge=0, description="GET /fleet and /metrics counts may be this many seconds old (0: always fresh)."
     )

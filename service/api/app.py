@@ -18,7 +18,7 @@ from service.api.routes import databases, drift, fleet, lifecycle, rollouts, ser
 from service.config import Settings
 from service.fleet.rollouts import Rollouts
 from service.fleet.servers import unconfigured
-from service.history import migrations
+from service.history import layouts, migrations
 from service.logs import valid_request_id
 from service.schema.drift import upkeep
 from service.store import catalog, isolation
@@ -66,7 +66,13 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Refuse to start on a broken folder before anything else happens.
-        migration_set = migrations.load(settings.migrations_dir, settings.seeds_path, journal=settings.journal)
+        migration_set = layouts.load(
+            settings.migrations_dir,
+            settings.seeds_path,
+            layout=settings.layout,
+            journal=settings.journal,
+            tool_table=settings.tool_table,
+        )
         if not settings.auth_enabled:
             log.warning("no TENANTS_ADMIN_TOKEN/TENANTS_READ_TOKEN set: the API is open; serve on loopback only")
         async with _database(settings) as dsn:

@@ -48,6 +48,8 @@ def schema_status(s: SchemaStatus) -> schemas.SchemaOut:
                 duration_ms=round(a.duration_ms, 3),
                 how=a.how,
                 accepted_sha256=a.accepted_sha256,
+                tool=a.tool,
+                tool_version=a.tool_version,
             )
             for a in s.applied
         ],
@@ -69,7 +71,15 @@ def migration_set(ms: MigrationSet) -> schemas.MigrationsOut:
     return schemas.MigrationsOut(
         latest_version=ms.latest_version,
         items=[
-            schemas.MigrationOut(version=m.version, name=m.name, sha256=m.sha256, transactional=m.transactional)
+            schemas.MigrationOut(
+                version=m.version,
+                name=m.name,
+                sha256=m.sha256,
+                transactional=m.transactional,
+                file=m.file,
+                tool=None if m.origin is None else m.origin.tool,
+                tool_version=None if m.origin is None else m.origin.version,
+            )
             for m in ms.migrations
         ],
     )

@@ -132,6 +132,8 @@ class AppliedOut(BaseModel):
     accepted_sha256: str | None = Field(
         default=None, description="The file hash an operator accepted after an edit (the sha256 is what ran)."
     )
+    tool: str | None = Field(default=None, description="The tool that wrote the folder (null: NNNN or Drizzle).")
+    tool_version: str | None = Field(default=None, description="The file's version in its tool, as the tool writes it.")
 
 
 class PendingOut(BaseModel):
@@ -212,7 +214,7 @@ class DatabaseOut(BaseModel):
     name: str
     kind: Literal["managed", "unmanaged", "other", "internal"]
     tenant: str | None
-    history: Literal["tenants", "drizzle", "none"]
+    history: Literal["tenants", "drizzle", "golang-migrate", "flyway", "dbmate", "goose", "prisma", "none"]
     version: int | None = Field(description="Recorded level, or the level inferred from the live schema.")
     inferred: bool
     server: str = Field(description="The database server it is on.")
@@ -259,6 +261,9 @@ class MigrationOut(BaseModel):
     name: str
     sha256: str
     transactional: bool
+    file: str
+    tool: str | None = Field(default=None, description="The tool that wrote the folder (null: NNNN or Drizzle).")
+    tool_version: str | None = Field(default=None, description="The file's version in its tool, as the tool writes it.")
 
 
 class MigrationsOut(BaseModel):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from service.errors import MigrationSetInvalid
-from service.history import journal, lint, migrations
+from service.history import journal, layouts, lint, migrations
 
 SUM_FILE: Final = "tenants.sum"
 _PREFIX: Final = "h1:"
@@ -232,7 +232,7 @@ def _sql_files(directory: Path) -> list[str]:
 
 def _file_problems(directory: Path) -> list[Finding]:
     try:
-        migrations.load(directory, journal="ignore")
+        layouts.load(directory, journal="ignore")
     except MigrationSetInvalid as exc:
         return [Finding("files", p) for p in exc.problems]
     return []

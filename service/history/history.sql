@@ -27,3 +27,7 @@ CREATE TABLE IF NOT EXISTS _tenants.repairs (
     new_sha256    text NOT NULL,
     accepted_at   timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+-- A file's identity in the tool that wrote its folder (golang-migrate, flyway, dbmate, goose, prisma) and its
+-- version there; NULL for NNNN and Drizzle folders. Readers take them through to_jsonb, so a table from before
+-- these columns reads as NULL.
+ALTER TABLE _tenants.history ADD COLUMN IF NOT EXISTS tool text, ADD COLUMN IF NOT EXISTS tool_version text;

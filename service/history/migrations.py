@@ -23,6 +23,7 @@ from typing import Final, Literal
 from service.errors import MigrationSetInvalid
 from service.history import journal as drizzle_journal
 from service.history import statements
+from service.history.origin import Origin
 
 BREAKPOINT: Final = "--> statement-breakpoint"
 NO_TRANSACTION_MARKER: Final = "-- tenants:no-transaction"
@@ -54,12 +55,16 @@ class Migration(SqlFile):
     transactional: bool = True
     # True when the file adds an enum value: the chain commits after it so the next file may use the value.
     commits_after: bool = False
+    # Set for a folder another tool wrote (golang-migrate, Flyway, dbmate, goose, Prisma): see history/layouts.
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class MigrationSet:
     migrations: tuple[Migration, ...]
     seeds: tuple[SqlFile, ...] = ()
+    # The folder's layout (history/layouts): "nnnn" for NNNN_name.sql and Drizzle Kit, else the tool's name.
+    layout: str = "nnnn"
     by_version: dict[int, Migration] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -15,6 +15,7 @@ from typing import Final
 
 from service.errors import DatabaseUnavailable, MigrationFailed
 from service.history import table as history
+from service.history import tooltables
 from service.history.migrations import Batch, Migration, SqlFile, Statement
 from service.store.db import Conn, PostgresError, is_unavailable
 
@@ -134,6 +135,7 @@ async def _seed(conn: Conn, seeds: Sequence[SqlFile], values: SeedValues | None)
 
 async def _run_in_transaction(conn: Conn, file: SqlFile) -> float:
     started = time.perf_counter()
+    await _tool_table(conn, file, None)
     text = _SAVEPOINT + _JOIN.join(s.sql for s in file.statements)
     try:
         await conn.execute(text)
@@ -141,11 +143,14 @@ async def _run_in_transaction(conn: Conn, file: SqlFile) -> float:
         raise await _locate(conn, file, exc) from exc
     except Exception as exc:
         raise _unavailable(exc) from exc
-    return (time.perf_counter() - started) * 1000
+    duration = (time.perf_counter() - started) * 1000
+    await _tool_table(conn, file, duration)
+    return duration
 
 
 async def _run_alone(conn: Conn, file: Migration) -> float:
     started = time.perf_counter()
+    await _tool_table(conn, file, None)
     for stmt in file.statements:
         try:
             await conn.execute(stmt.sql)
@@ -153,7 +158,24 @@ async def _run_alone(conn: Conn, file: Migration) -> float:
             raise failure(file, stmt, exc) from exc
         except Exception as exc:
             raise _unavailable(exc) from exc
-    return (time.perf_counter() - started) * 1000
+    duration = (time.perf_counter() - started) * 1000
+    await _tool_table(conn, file, duration)
+    return duration
+
+
+async def _tool_table(conn: Conn, file: SqlFile, duration: float | None) -> None:
+    """The file's tool history-table step (history/tooltables): before it (``duration`` None) or after it."""
+    if not isinstance(file, Migration) or file.origin is None:
+        return
+    try:
+        if duration is None:
+            await tooltables.before(conn, file)
+        else:
+            await tooltables.after(conn, file, duration)
+    except PostgresError as exc:
+        raise failure(file, None, exc) from exc
+    except Exception as exc:
+        raise _unavailable(exc) from exc
 
 
 async def _locate(conn: Conn, file: SqlFile, exc: PostgresError) -> MigrationFailed:

@@ -37,6 +37,9 @@ class Applied:
     how: How
     # The newest hash an operator accepted for this version (POST /tenants/{id}/repair), if any.
     accepted_sha256: str | None = None
+    # The tool that wrote the folder and the file's version there (history/layouts), if not ours or Drizzle's.
+    tool: str | None = None
+    tool_version: str | None = None
 
     @property
     def effective_sha256(self) -> str:
@@ -81,11 +84,13 @@ def _applied(rows: list[asyncpg.Record]) -> list[Applied]:
     return [Applied(**dict(r)) for r in rows]
 
 
-_READ: Final = """SELECT version, name, file, sha256, drizzle_hash, applied_at, duration_ms, how
-                  FROM _tenants.history ORDER BY version"""
+_READ: Final = """SELECT version, name, file, sha256, drizzle_hash, applied_at, duration_ms, how,
+                         to_jsonb(h) ->> 'tool' AS tool, to_jsonb(h) ->> 'tool_version' AS tool_version
+                  FROM _tenants.history h ORDER BY version"""
 _READ_WITH_REPAIRS: Final = """
     SELECT h.version, h.name, h.file, h.sha256, h.drizzle_hash, h.applied_at, h.duration_ms, h.how,
-           r.new_sha256 AS accepted_sha256
+           r.new_sha256 AS accepted_sha256, to_jsonb(h) ->> 'tool' AS tool,
+           to_jsonb(h) ->> 'tool_version' AS tool_version
     FROM _tenants.history h
     LEFT JOIN LATERAL (
         SELECT new_sha256 FROM _tenants.repairs WHERE version = h.version ORDER BY id DESC LIMIT 1
@@ -109,24 +114,34 @@ async def record(conn: Conn, done: list[tuple[Migration, float]], how: How = "ap
     """Insert history rows (migration, duration in ms) in one round trip, inside the caller's transaction."""
     if not done:
         return
-    await conn.execute(
-        """INSERT INTO _tenants.history (version, name, file, sha256, drizzle_hash, duration_ms, how)
-           SELECT version, name, file, sha256, drizzle_hash, duration_ms, $2
-           FROM jsonb_to_recordset($1::text::jsonb) AS r(version integer, name text, file text, sha256 text,
-                                                         drizzle_hash text, duration_ms double precision)""",
-        _rows(
-            {
-                "version": m.version,
-                "name": m.name,
-                "file": m.file,
-                "sha256": m.sha256,
-                "drizzle_hash": m.drizzle_hash,
-                "duration_ms": ms,
-            }
-            for m, ms in done
-        ),
-        how,
-    )
+    rows = [
+        {
+            "version": m.version,
+            "name": m.name,
+            "file": m.file,
+            "sha256": m.sha256,
+            "drizzle_hash": m.drizzle_hash,
+            "duration_ms": ms,
+            **({"tool": m.origin.tool, "tool_version": m.origin.version} if m.origin is not None else {}),
+        }
+        for m, ms in done
+    ]
+    # A tenant of an NNNN or Drizzle folder may predate the tool columns (ensure runs only on its first migrate).
+    with_tool = any(m.origin is not None for m, _ in done)
+    await conn.execute(_INSERT_WITH_TOOL if with_tool else _INSERT, _rows(rows), how)
+
+
+_INSERT: Final = """
+    INSERT INTO _tenants.history (version, name, file, sha256, drizzle_hash, duration_ms, how)
+    SELECT version, name, file, sha256, drizzle_hash, duration_ms, $2
+    FROM jsonb_to_recordset($1::text::jsonb) AS r(version integer, name text, file text, sha256 text,
+                                                  drizzle_hash text, duration_ms double precision)"""
+_INSERT_WITH_TOOL: Final = """
+    INSERT INTO _tenants.history (version, name, file, sha256, drizzle_hash, duration_ms, how, tool, tool_version)
+    SELECT version, name, file, sha256, drizzle_hash, duration_ms, $2, tool, tool_version
+    FROM jsonb_to_recordset($1::text::jsonb) AS r(version integer, name text, file text, sha256 text,
+                                                  drizzle_hash text, duration_ms double precision, tool text,
+                                                  tool_version text)"""
 
 
 def _rows(rows: Iterable[dict[str, object]]) -> str:

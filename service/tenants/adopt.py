@@ -18,7 +18,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import asyncpg
 
@@ -33,7 +33,7 @@ from service.errors import (
     TenantBusy,
     TenantExists,
 )
-from service.history import drizzle
+from service.history import drizzle, tooltables
 from service.history import table as history
 from service.history.migrations import Migration
 from service.identifiers import validate_database_name, validate_tenant_id
@@ -50,7 +50,7 @@ from service.tenants.status import SchemaStatus, compute
 from service.tenants.steps import error_dict
 
 Kind = Literal["managed", "unmanaged", "other", "internal"]
-HistoryKind = Literal["tenants", "drizzle", "none"]
+HistoryKind = Literal["tenants", "drizzle", "golang-migrate", "flyway", "dbmate", "goose", "prisma", "none"]
 SYSTEM_DATABASES: Final = ("template0", "template1", "postgres")
 # Databases opened at once while discovering.
 _READS: Final = 8
@@ -205,6 +205,9 @@ class Adopter:
                     modified=[m.version for m in status.modified], untracked=[u.version for u in status.untracked]
                 )
             return Level("tenants", status.current_version, False)
+        tool = await self._tool_level(tconn, strict=strict)
+        if tool is not None:
+            return tool
         found = await drizzle.read_drizzle_history(tconn, self.migrations)
         if not found.applied and not found.unknown:
             return None
@@ -216,6 +219,21 @@ class Adopter:
         by_version = self.migrations.by_version
         versions = [a.version for a in found.applied]
         return Level("drizzle", max(versions, default=None), False, tuple(by_version[v] for v in versions))
+
+    async def _tool_level(self, tconn: Conn, *, strict: bool) -> Level | None:
+        """The level the folder's tool table records (history/tooltables); ``None`` without one. With ``strict``
+        a table that disagrees with the files (unknown versions, checksums, golang-migrate dirty, a failed Flyway
+        or Prisma row) raises HistoryMismatch; without, it reads as an unknown level."""
+        kind = cast(HistoryKind, self.migrations.layout)
+        try:
+            applied = await tooltables.read(tconn, self.migrations)
+        except HistoryMismatch:
+            if strict:
+                raise
+            return Level(kind, None, False)
+        if applied is None:
+            return None
+        return Level(kind, max((m.version for m in applied), default=None), False, applied)
 
     async def infer(self, tconn: Conn, server: str = DEFAULT_SERVER) -> Inference:
         """Compare the live schema with every version's expected schema on its server (built once, then cached)."""

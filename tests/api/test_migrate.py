@@ -315,7 +315,15 @@ async def test_migrations_health_and_readiness(make_settings: MakeSettings, serv
         assert r.json() == {
             "latest_version": 3,
             "items": [
-                {"version": m.version, "name": m.name, "sha256": m.sha256, "transactional": m.transactional}
+                {
+                    "version": m.version,
+                    "name": m.name,
+                    "sha256": m.sha256,
+                    "transactional": m.transactional,
+                    "file": m.file,
+                    "tool": None,
+                    "tool_version": None,
+                }
                 for m in ms.migrations
             ],
         }
