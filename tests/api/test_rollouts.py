@@ -178,6 +178,13 @@ async def test_a_busy_tenant_is_waited_for_within_the_bound(
         async with serve(settings) as client:
             r = await client.post("/rollouts", json={"canary": 0, "concurrency": 2, "max_failures": 1})
             assert r.status_code == 202, r.text
+            # Release b2 only once its worker is waiting for it (on a loaded machine that may take a while).
+            async with asyncio.timeout(20):
+                while True:
+                    rollout = (await client.get(f"/rollouts/{r.json()['id']}")).json()
+                    if by_id(rollout)["b2"]["state"] == "running":
+                        break
+                    await asyncio.sleep(0.02)
             await asyncio.sleep(0.3)
             await other.execute("SELECT pg_advisory_unlock($1, hashtext($2))", 0x7E4A1, "b2")
             done = await finished(client, r.json()["id"])
