@@ -14,6 +14,7 @@ dbmate case FAILS with the reason.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import shutil
@@ -122,12 +123,17 @@ CREATE INDEX "flyway_schema_history_s_idx" ON "public"."flyway_schema_history" (
 """
 
 
-def flyway(folder: Path, url: str, upto: int) -> None:
-    """flyway migrate: the history table, then each file in its own transaction with its row (checksum by Java)."""
-    scripts = [s for s, *_ in FLYWAY_ORDER]
+@functools.cache
+def _flyway_checksums(folder: Path) -> list[str]:
     java = shutil.which("java")
     assert java is not None, "java is needed to compute Flyway's checksums as Flyway does"
-    sums = _run([java, str(ROOT / "tests" / "tools" / "FlywayChecksum.java"), *scripts], cwd=folder).split()
+    scripts = [s for s, *_ in FLYWAY_ORDER]
+    return _run([java, str(ROOT / "tests" / "tools" / "FlywayChecksum.java"), *scripts], cwd=folder).split()
+
+
+def flyway(folder: Path, url: str, upto: int) -> None:
+    """flyway migrate: the history table, then each file in its own transaction with its row (checksum by Java)."""
+    sums = _flyway_checksums(folder)
     psql(url, "-c", FLYWAY_DDL)
     for rank, ((script, version, description, transactional), crc) in enumerate(
         zip(FLYWAY_ORDER, sums, strict=True), start=1
@@ -284,6 +290,16 @@ async def test_tool_folder_runs_as_the_tool_runs_it(
         assert rows == reference_rows
         history = (await client.get("/tenants/acme/schema")).json()
         assert [(a["version"], a["tool_version"]) for a in history["applied"]] == list(enumerate(tool.versions))
+        # A clone of the template carries the same tool rows.
+        r = await client.post("/tenants", json={"id": "copy", "strategy": "clone"})
+        assert r.status_code == 201, r.text
+        schema, rows = await _state(with_database(pg_url, f"t{tag}_copy"), tool.rows)
+        assert compare(reference, schema) == []
+        assert rows == reference_rows
+
+        # Discovery reads the tool's table of a database the tool migrated part way.
+        found = {d["name"]: d for d in (await client.get("/databases")).json()["items"]}
+        assert (found[f"ref{tag}_part"]["history"], found[f"ref{tag}_part"]["version"]) == (tool.name, 1)
 
         # A history that disagrees with the files is refused, not baselined; as the tool left it, it is adopted.
         await asyncio.to_thread(psql, part, "-c", tool.tamper)
@@ -296,7 +312,14 @@ async def test_tool_folder_runs_as_the_tool_runs_it(
         r = await client.post("/tenants/part/migrate")
         assert r.json()["current_version"] == latest, r.text
         # The expected schema (replayed file by file, tool table included) matches both tenants.
-        assert (await client.post("/drift-checks")).json() == {"checked": 2, "drifted": [], "skipped": []}
+        assert (await client.post("/drift-checks")).json() == {"checked": 3, "drifted": [], "skipped": []}
     schema, rows = await _state(part, tool.rows)
     assert compare(reference, schema) == []
     assert rows == reference_rows
+    if tool.name == "dbmate":
+        # The team can go back to its tool: dbmate finds every file of the service's tenant applied.
+        tenant = with_database(pg_url, f"t{tag}_acme") + "?sslmode=disable"
+        out = await asyncio.to_thread(
+            _run, [str(dbmate_binary()), "--url", tenant, "--migrations-dir", str(folder), "status"]
+        )
+        assert ("Applied: 4" in out, "Pending: 0" in out) == (True, True), out
