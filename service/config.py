@@ -222,6 +222,11 @@ class Settings(BaseSettings):
     backup_retention: int = Field(
         default=7, ge=1, le=10_000, description="Backups kept per tenant: a new one removes the oldest past this."
     )
+    delete_retention: float = Field(
+        default=7 * 86_400,
+        ge=0,
+        description="Seconds a deleted tenant can be undeleted; then it is purged (database, role, backups).",
+    )
     failpoint: str | None = Field(
         default=None, description="Test only: a step name at which the process kills itself (crash tests)."
     )

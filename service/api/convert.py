@@ -25,6 +25,7 @@ def tenant(t: Tenant, latest: int | None) -> schemas.TenantOut:
         created_at=t.created_at,
         updated_at=t.updated_at,
         error=None if t.error is None else schemas.TenantError.model_validate(t.error),
+        deleted_at=t.deleted_at,
     )
 
 

@@ -99,6 +99,7 @@ class TenantOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     error: TenantError | None
+    deleted_at: datetime | None = Field(default=None, description="When it was deleted (state deleted).")
 
 
 _CONNECTION_URL = (

@@ -45,3 +45,10 @@ def restore(
     if data.get("connection_url"):
         human += f"\nconnection_url: {data['connection_url']}"
     emit(data, as_json, human)
+
+
+@app.command()
+def undelete(tenant_id: IdArg, as_json: JsonOpt = False) -> None:
+    """Bring a deleted tenant back (within the service's TENANTS_DELETE_RETENTION)."""
+    data = request("POST", f"/tenants/{checked(tenant_id)}/undelete").json()
+    emit(data, as_json, f"{data['id']}  {data['state']}  version {data['version']}  server {data['server']}")

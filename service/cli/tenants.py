@@ -109,14 +109,16 @@ def migrate(
 @app.command()
 def delete(
     tenant_id: IdArg,
-    yes: Annotated[bool, typer.Option("--yes", help="Confirm: the database is dropped.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm.")] = False,
+    purge: Annotated[bool, typer.Option(help="Drop everything now (no undelete).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Drop a tenant's database and remove the tenant."""
+    """Delete a tenant: closed and kept for undelete (TENANTS_DELETE_RETENTION), or --purge to drop it now."""
     if not yes:
         fail(f"refusing to delete {tenant_id!r} without --yes", 2)
-    request("DELETE", f"/tenants/{checked(tenant_id)}", params={"confirm": tenant_id})
-    emit({"deleted": tenant_id}, as_json, f"deleted {tenant_id}")
+    params = {"confirm": tenant_id, **({"purge": "true"} if purge else {})}
+    request("DELETE", f"/tenants/{checked(tenant_id)}", params=params)
+    emit({"deleted": tenant_id, "purged": purge}, as_json, f"{'purged' if purge else 'deleted'} {tenant_id}")
 
 
 @app.command("rotate-credentials")

@@ -19,7 +19,7 @@ from typing import NamedTuple, TypeVar
 
 from service import logs
 from service.config import Strategy
-from service.errors import DatabaseExists, RoleExists, ServiceError, TenantExists
+from service.errors import DatabaseExists, RoleExists, ServiceError, TenantDeleted, TenantExists
 from service.history import runner
 from service.history.migrations import plan
 from service.identifiers import database_name, validate_tenant_id
@@ -102,6 +102,8 @@ async def create(ctx: Context, request: CreateRequest, *, wait: bool = True) -> 
 
 async def _claim(ctx: Context, conn: Conn, request: CreateRequest) -> Tenant:
     existing = await catalog.get(conn, request.id)
+    if existing is not None and existing.state == "deleted":
+        raise TenantDeleted(tenant=request.id)
     if existing is not None and existing.state == "ready":
         if existing.request_sha256 == request.fingerprint() and request.server in (None, existing.server):
             return existing

@@ -41,8 +41,11 @@ class Provisioner(Context):
     async def repair(self, tenant_id: str, accepts: Sequence[Accept]) -> SchemaStatus:
         return await repair.repair(self, tenant_id, accepts)
 
-    async def delete(self, tenant_id: str, *, confirm: str | None) -> None:
-        await delete.delete(self, tenant_id, confirm=confirm)
+    async def delete(self, tenant_id: str, *, confirm: str | None, purge: bool = False) -> None:
+        await delete.delete(self, tenant_id, confirm=confirm, purge=purge)
+
+    async def undelete(self, tenant_id: str) -> Tenant:
+        return await delete.undelete(self, tenant_id)
 
     async def rotate_credentials(self, tenant_id: str) -> str:
         return await rotate.rotate_credentials(self, tenant_id)

@@ -37,6 +37,7 @@ async def recover(ctx: Context) -> int:
         finally:
             await lease.release()
     touched += await _clean_backups(ctx)
+    touched += await delete.purge_expired(ctx)
     await _drop_orphan_templates(ctx)
     return touched
 
@@ -65,8 +66,8 @@ async def _recover_one(ctx: Context, conn: Conn, tenant: Tenant) -> None:
         await (restore.finish if tenant.step and tenant.step.get("stage") == "swap" else restore.undo)(
             ctx, conn, tenant
         )
-    elif tenant.state == "deleting":
-        await delete.finish(ctx, conn, tenant)
+    elif op in ("delete", "undelete") or tenant.state == "deleting":
+        await delete.recover(ctx, conn, tenant)
     elif tenant.state == "provisioning":
         error = {"code": "interrupted", "message": "creation was interrupted; POST again to retry"}
         await owned.fail(ctx, conn, tenant, error)

@@ -117,7 +117,7 @@ async def test_clone_is_up_to_date_clean_and_seeded_with_its_own_values(
         assert (await client.post("/tenants", json=again)).status_code == 200
         assert (await client.post("/tenants", json={**again, "strategy": "replay"})).status_code == 200
 
-        assert (await client.delete("/tenants/alpha?confirm=alpha")).status_code == 204
+        assert (await client.delete("/tenants/alpha?confirm=alpha&purge=true")).status_code == 204
         assert not await database_exists(pg_url, alpha["database"])
         assert (await client.get("/tenants/alpha")).status_code == 404
         assert await templates(pg_url, settings) == {name: (True, False)}  # the template stays

@@ -280,7 +280,7 @@ async def test_a_foreign_role_with_the_name_is_409_and_nothing_is_left(
 
 async def test_delete_drops_the_role(ok_client: httpx.AsyncClient, ok_settings: Settings, pg_url: str) -> None:
     await create(ok_client, "gone")
-    r = await ok_client.delete("/tenants/gone", params={"confirm": "gone"})
+    r = await ok_client.delete("/tenants/gone", params={"confirm": "gone", "purge": "true"})
     assert r.status_code == 204, r.text
     assert await role(pg_url, f"{ok_settings.db_prefix}gone") is None
 

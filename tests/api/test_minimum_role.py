@@ -71,7 +71,7 @@ async def test_the_service_runs_and_rotates_as_the_minimum_admin_role(
         assert r.json()["attributes"] == ["NOSUPERUSER"]
         await superuser(pg_url, f'ALTER ROLE "{role}" NOSUPERUSER')
 
-        r = await client.delete("/tenants/acme", params={"confirm": "acme"})
+        r = await client.delete("/tenants/acme", params={"confirm": "acme", "purge": "true"})
         assert r.status_code == 204, r.text
     conn = await asyncpg.connect(pg_url)
     try:

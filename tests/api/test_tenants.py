@@ -445,7 +445,7 @@ async def test_delete_needs_confirmation_then_drops_everything(
     # An open session on the tenant's database does not block the drop.
     holder = await asyncpg.connect(with_database(pg_url, database))
     try:
-        r = await ok_client.delete("/tenants/gone", params={"confirm": "gone"})
+        r = await ok_client.delete("/tenants/gone", params={"confirm": "gone", "purge": "true"})
         assert r.status_code == 204, r.text
         assert r.content == b""
     finally:

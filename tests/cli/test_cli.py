@@ -191,9 +191,9 @@ async def test_cli_drives_the_service(service: Service, pg_url: str, tag: str) -
     one_error_line(refused, "tenantctl: ")
     assert tenantctl(url, "status", "acme").returncode == 0  # still there
 
-    deleted = tenantctl(url, "delete", "acme", "--yes")
+    deleted = tenantctl(url, "delete", "acme", "--yes", "--purge")
     assert deleted.returncode == 0, deleted.stderr
-    assert deleted.stdout.strip() == "deleted acme"
+    assert deleted.stdout.strip() == "purged acme"
 
     gone = tenantctl(url, "status", "acme")
     assert gone.returncode == 1

@@ -156,7 +156,7 @@ async def test_kill_during_delete(
     assert (await request("POST", f"{first.url}/tenants", json={"id": "del"})).status_code == 201
     assert first.stop() == 0
     dying = ServiceProcess(env(migrations, TENANTS_FAILPOINT=point), tmp_path / "log").start()
-    await request_until_killed(dying, "DELETE", "/tenants/del", params={"confirm": "del"})
+    await request_until_killed(dying, "DELETE", "/tenants/del", params={"confirm": "del", "purge": "true"})
     service = ServiceProcess(env(migrations), tmp_path / "log").start()
     try:
         assert (await request("GET", f"{service.url}/tenants/del")).status_code == 404

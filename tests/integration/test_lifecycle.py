@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from service.config import Settings
-from service.errors import BackupNotFound, TenantExists
+from service.errors import BackupNotFound, TenantDeleted, TenantExists, TenantNotDeleted, TenantNotFound, TenantNotReady
 from service.tenants.create import CreateRequest
 from tests.conftest import FIXTURES
 from tests.integration.lifecycle_support import checksums, fetch, password_of
@@ -125,3 +126,54 @@ async def test_restore_in_place_and_as_a_new_tenant(
         with pytest.raises(TenantExists):
             await p.restore("rs1", taken.id, as_id="rs2")
         assert (await p.get("rs1")).state == "ready"
+
+
+async def test_delete_undelete_and_purge(make_settings: MakeSettings, pg_url: str, url_b: str, tmp_path: Path) -> None:
+    values = {"servers": two_servers(pg_url, url_b), "backup_dir": tmp_path / "bk"}
+    settings = make_settings(FIXTURES / "ok", **values)
+    prefix = settings.db_prefix
+    async with provisioner_for(settings) as p:
+        made = await p.create(CreateRequest("dl1", server="b"))
+        other = await p.create(CreateRequest("dl2", server="b"))
+        assert made.connection_url is not None
+        url = made.connection_url
+        await fetch(url, "INSERT INTO accounts (email) SELECT n || '@x' FROM generate_series(1, 30) n")
+        await p.backup("dl1")
+        before = await checksums(url_b, f"{prefix}dl1")
+
+        await p.delete("dl1", confirm="dl1")
+        gone = await p.get("dl1")
+        assert gone.state == "deleted"
+        assert gone.deleted_at is not None
+        assert [t.id for t in await p.list(state="deleted", after=None, limit=10)] == ["dl1"]
+        with pytest.raises(asyncpg.PostgresError):  # the role cannot log in
+            await fetch(url, "SELECT 1")
+        with pytest.raises(TenantDeleted):
+            await p.create(CreateRequest("dl1"))
+        with pytest.raises(TenantNotReady):
+            await p.backup("dl1")
+        assert len(await p.backups("dl1")) == 1  # kept while deleted
+
+        back = await p.undelete("dl1")
+        assert (back.state, back.deleted_at, back.server) == ("ready", None, "b")
+        assert await checksums(url_b, f"{prefix}dl1") == before
+        assert (await fetch(url, "SELECT count(*) AS n FROM accounts"))[0]["n"] == 31  # same password, same data
+        with pytest.raises(TenantNotDeleted):
+            await p.undelete("dl1")
+
+        await p.delete("dl1", confirm="dl1")
+        await p.delete("dl1", confirm="dl1", purge=True)
+        with pytest.raises(TenantNotFound):
+            await p.get("dl1")
+        assert not (tmp_path / "bk" / "dl1").exists()
+        await p.delete("dl2", confirm="dl2")
+    assert await names_on(url_b, prefix) == ({f"{prefix}dl2"}, {f"{prefix}dl2"})
+
+    # Past the retention, the next recovery purges it.
+    async with provisioner_for(make_settings(FIXTURES / "ok", delete_retention=0, **values)) as p:
+        assert other.tenant.id == "dl2"
+        assert await p.recover() >= 1
+        with pytest.raises(TenantNotFound):
+            await p.get("dl2")
+        assert (await p.create(CreateRequest("dl2"))).created  # the id is free again
+    assert (await names_on(url_b, prefix))[0] == set()

@@ -62,3 +62,26 @@ async def test_kill_during_backup_and_restore(
         finally:
             service.kill()
     assert expected == at_backup
+
+
+async def test_kill_during_delete_and_undelete(
+    env: Callable[..., dict[str, str]], pg_url: str, tag: str, tmp_path: Path
+) -> None:
+    base, log = env(FIXTURES / "ok"), tmp_path / "log"
+    dying = ServiceProcess({**base, "TENANTS_FAILPOINT": "delete.after_close"}, log).start()
+    made = (await request("POST", f"{dying.url}/tenants", json={"id": "du"})).json()
+    await fetch(made["connection_url"], "INSERT INTO accounts (email) VALUES ('kept@x')")
+    before = await checksums(pg_url, f"t{tag}_du")
+    await request_until_killed(dying, "DELETE", "/tenants/du", params={"confirm": "du"})
+
+    dying = ServiceProcess({**base, "TENANTS_FAILPOINT": "undelete.after_mark"}, log).start()
+    assert (await request("GET", f"{dying.url}/tenants/du")).json()["state"] == "deleted"  # the close was finished
+    await request_until_killed(dying, "POST", "/tenants/du/undelete")
+
+    service = ServiceProcess(base, log).start()
+    try:
+        assert (await request("GET", f"{service.url}/tenants/du")).json()["state"] == "ready"  # undelete finished
+        assert await checksums(pg_url, f"t{tag}_du") == before
+        assert (await fetch(made["connection_url"], "SELECT email FROM accounts WHERE email = 'kept@x'"))[0]
+    finally:
+        service.stop()

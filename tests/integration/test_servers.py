@@ -124,7 +124,7 @@ async def test_every_operation_goes_to_the_tenant_server(
         finally:
             await tenant_conn.close()
 
-        await p.delete("far", confirm="far")
+        await p.delete("far", confirm="far", purge=True)
         assert await names_on(url_b, prefix) == (set(), set())
         assert await names_on(pg_url, prefix) == ({f"{prefix}near"}, {f"{prefix}near"})
 
@@ -134,7 +134,7 @@ async def test_adoption_and_discovery_on_a_named_server(make_settings: MakeSetti
     prefix = settings.db_prefix
     async with provisioner_for(settings) as p:
         await p.create(CreateRequest("src", server="b"))
-        await p.delete("src", confirm="src")  # nothing left on b ...
+        await p.delete("src", confirm="src", purge=True)  # nothing left on b ...
         await execute(url_b, "postgres", f'CREATE DATABASE "{prefix}legacy"')
         await execute(url_b, f"{prefix}legacy", 'CREATE TABLE "accounts" ("id" serial PRIMARY KEY, "email" text)')
 
@@ -171,7 +171,7 @@ async def test_schema_reads_reuse_one_connection(make_settings: MakeSettings, pg
         assert (await p.drift.check("cached")).clean
         assert not set(await backends(url_b, database)) & set(kept)
 
-        await p.delete("cached", confirm="cached")  # with kept connections to the database
+        await p.delete("cached", confirm="cached", purge=True)  # with kept connections to the database
         assert await names_on(url_b, database) == (set(), set())
         assert len(p.connections) == 0
 

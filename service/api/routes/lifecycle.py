@@ -88,3 +88,10 @@ async def restore_tenant(
     response.headers["Location"] = f"/tenants/{tenant.id}"
     response.headers["Cache-Control"] = "no-store"
     return TenantCreated(**out.model_dump(), connection_url=url)
+
+
+@router.post("/{tenant_id}/undelete", response_model=TenantOut, responses=responses(404, 409, 422, 503))
+async def undelete_tenant(tenant_id: TenantIdPath, provisioner: ProvisionerDep) -> TenantOut:
+    """Bring a deleted tenant back with all its data: its role logs in again with the same password. Only within
+    TENANTS_DELETE_RETENTION of the delete (404 after: it is purged)."""
+    return convert.tenant(await provisioner.undelete(tenant_id), provisioner.migrations.latest_version)

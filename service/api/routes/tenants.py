@@ -170,10 +170,13 @@ async def delete_tenant(
     tenant_id: TenantIdPath,
     provisioner: ProvisionerDep,
     confirm: Annotated[str | None, Query(max_length=40, description="Must repeat the tenant id.")] = None,
+    purge: Annotated[bool, Query(description="Remove everything now instead of keeping it deleted.")] = False,
 ) -> Response:
-    """Drop the tenant's database (ending its connections) and remove the tenant.
-
-    An adopted tenant is only forgotten: the service never drops a database it did not create.
+    """Delete the tenant: its role can no longer log in, its database takes no connection (sessions are ended), and
+    it is `deleted` (GET shows it; `?state=deleted` lists it) until TENANTS_DELETE_RETENTION has passed; POST
+    /tenants/{id}/undelete brings it back meanwhile. With `purge=true` (or once the retention has passed) the
+    database, the role and the backups are dropped and the id is free again. A tenant that never became ready is
+    purged at once; an adopted tenant is only forgotten (the service never drops a database it did not create).
     """
-    await provisioner.delete(tenant_id, confirm=confirm)
+    await provisioner.delete(tenant_id, confirm=confirm, purge=purge)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
