@@ -323,3 +323,24 @@ async def test_tool_folder_runs_as_the_tool_runs_it(
             _run, [str(dbmate_binary()), "--url", tenant, "--migrations-dir", str(folder), "status"]
         )
         assert ("Applied: 4" in out, "Pending: 0" in out) == (True, True), out
+
+
+async def test_tool_table_can_be_turned_off(
+    make_settings: Callable[..., Settings],
+    serve: Callable[[Settings], AbstractAsyncContextManager[httpx.AsyncClient]],
+    pg_url: str,
+    tag: str,
+) -> None:
+    """TENANTS_TOOL_TABLE=false: only _tenants.history is written, and the expected schema agrees (no drift)."""
+    async with serve(make_settings(LAYOUTS / "goose", tool_table=False)) as client:
+        r = await client.post("/tenants", json={"id": "bare"})
+        assert r.status_code == 201, r.text
+        assert (await client.post("/drift-checks")).json() == {"checked": 1, "drifted": [], "skipped": []}
+        applied = (await client.get("/tenants/bare/schema")).json()["applied"]
+        assert [a["tool_version"] for a in applied] == ["1", "2", "3", "20240301101500"]
+    conn = await asyncpg.connect(with_database(pg_url, f"t{tag}_bare"))
+    try:
+        assert await conn.fetchval("SELECT to_regclass('goose_db_version')") is None
+        assert await conn.fetchval("SELECT count(*) FROM users") == 0
+    finally:
+        await conn.close()
