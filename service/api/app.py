@@ -15,6 +15,7 @@ from service import __version__
 from service.api import limits, problems
 from service.api.auth import authorize
 from service.api.routes import databases, drift, fleet, lifecycle, rollouts, servers, system, tenants
+from service.api.ui import install as install_console
 from service.config import Settings
 from service.fleet.rollouts import Rollouts
 from service.fleet.servers import unconfigured
@@ -121,6 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(rollouts.router, **guarded)  # type: ignore[arg-type]
     app.include_router(servers.router, **guarded)  # type: ignore[arg-type]
     app.include_router(system.router)
+    install_console(app)
     build_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -299,7 +299,8 @@ class FleetOut(BaseModel):
     by_version: dict[str, int] = Field(description="Tenants per recorded version (ready ones).")
     by_state: dict[str, int] = Field(description="Tenants per lifecycle state.")
     by_status: dict[str, int] = Field(
-        description="From the catalog: failed (creation or last migration failed), behind, up_to_date."
+        description="From the catalog: failed (creation or last migration failed), drifted (the newest drift check "
+        "found differences), behind, up_to_date."
     )
     servers: list[FleetServerOut] = Field(description="Tenants per configured database server (no health check).")
 

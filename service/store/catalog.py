@@ -58,7 +58,17 @@ class Tenant:
     step: dict[str, Any] | None = None
 
 
-def _tenant(row: asyncpg.Record) -> Tenant:
+_TENANT_FIELDS: Final = frozenset(c.strip() for c in _COLUMNS.split(","))
+# The columns prefixed, for queries that join tenants as t (store/listing.py).
+TENANT_COLUMNS_T: Final = ", ".join(f"t.{c}" for c in sorted(_TENANT_FIELDS))
+
+
+def tenant_of(row: asyncpg.Record) -> Tenant:
+    """A tenant from a row holding its columns (other columns are ignored)."""
+    return _tenant({k: v for k, v in row.items() if k in _TENANT_FIELDS})
+
+
+def _tenant(row: asyncpg.Record | dict[str, Any]) -> Tenant:
     values = dict(row)
     for key in ("error", "step"):
         if isinstance(values.get(key), str):
@@ -266,23 +276,35 @@ class FleetCounts:
     by_server: dict[str, int] = field(default_factory=dict)
 
 
+# A ready tenant's status as far as the catalog knows it, in the precedence of tenants.status.compute: its last
+# error, then its newest drift check, then its version. "modified" and "untracked" are only known from the tenant's
+# own history. Needs ``tenants t`` and ``drift`` (the newest check) in scope; $1 is the latest version.
+STATUS_SQL: Final = """CASE
+                  WHEN t.state = 'failed' OR t.error IS NOT NULL THEN 'failed'
+                  WHEN t.state <> 'ready' THEN NULL
+                  WHEN drift.clean = false THEN 'drifted'
+                  WHEN t.version IS NOT DISTINCT FROM $1 THEN 'up_to_date'
+                  ELSE 'behind' END"""
+NEWEST_DRIFT_SQL: Final = """LEFT JOIN LATERAL (
+               SELECT clean FROM drift_checks d WHERE d.tenant_id = t.id ORDER BY d.id DESC LIMIT 1
+           ) drift ON true"""
+CATALOG_STATUSES: Final = ("failed", "drifted", "behind", "up_to_date")
+
+
 async def fleet(conn: Conn, latest: int | None) -> FleetCounts:
     """Counts over the whole fleet from the catalog alone: no tenant database is opened.
 
-    ``by_status`` is what the catalog knows: failed (creation or last migration failed), behind, up_to_date.
+    ``by_status`` is what the catalog knows: failed (creation or last migration failed), drifted (the newest drift
+    check found differences), behind, up_to_date.
     """
     rows = await conn.fetch(
-        """SELECT state, version, CASE
-                  WHEN state = 'failed' OR error IS NOT NULL THEN 'failed'
-                  WHEN state <> 'ready' THEN NULL
-                  WHEN version IS NOT DISTINCT FROM $1 THEN 'up_to_date'
-                  ELSE 'behind' END AS status, server, count(*) AS n
-           FROM tenants GROUP BY 1, 2, 3, 4""",
+        f"""SELECT t.state, t.version, {STATUS_SQL} AS status, t.server, count(*) AS n
+           FROM tenants t {NEWEST_DRIFT_SQL} GROUP BY 1, 2, 3, 4""",
         latest,
     )
     by_version: dict[str, int] = {}
     by_state: dict[str, int] = {}
-    by_status: dict[str, int] = {"failed": 0, "behind": 0, "up_to_date": 0}
+    by_status: dict[str, int] = dict.fromkeys(CATALOG_STATUSES, 0)
     by_server: dict[str, int] = {}
     for r in rows:
         by_server[r["server"]] = by_server.get(r["server"], 0) + r["n"]

@@ -13,6 +13,7 @@ from service.store.budget import Pressure
 from service.store.catalog import Tenant
 from service.store.db import Conn
 from service.store.lifecycle import Backup
+from service.store.listing import Browse, Listed
 from service.tenants import backup, create, delete, migrate, reads, recover, repair, restore, rotate
 from service.tenants.context import Context
 from service.tenants.create import Created, CreateRequest
@@ -85,6 +86,9 @@ class Provisioner(Context):
         self, status: str, *, state: str | None, after: str | None, limit: int
     ) -> tuple[Sequence[Tenant], str | None]:
         return await reads.page_by_status(self, status, state=state, after=after, limit=limit)
+
+    async def browse(self, query: Browse) -> tuple[Sequence[Listed], int]:
+        return await reads.browse(self, query)
 
     async def schema(self, tenant_id: str) -> SchemaStatus:
         return await reads.schema(self, tenant_id)

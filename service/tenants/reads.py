@@ -16,6 +16,8 @@ from service.store import catalog
 from service.store.budget import Pressure
 from service.store.catalog import Tenant
 from service.store.db import INVALID_CATALOG_NAME, sqlstate
+from service.store.listing import Browse, Listed
+from service.store.listing import browse as browse_catalog
 from service.tenants.context import Context
 from service.tenants.status import SchemaStatus, compute
 
@@ -62,6 +64,12 @@ async def events(ctx: Context, tenant_id: str, limit: int) -> list[catalog.Event
 async def page(ctx: Context, *, state: str | None, after: str | None, limit: int) -> list[Tenant]:
     async with ctx.server.catalog() as conn:
         return await catalog.page(conn, state=state, after=after, limit=limit)
+
+
+async def browse(ctx: Context, query: Browse) -> tuple[list[Listed], int]:
+    """A page of the console's tenant list and how many tenants match (catalog only)."""
+    async with ctx.server.catalog() as conn:
+        return await browse_catalog(conn, query, ctx.migrations.latest_version)
 
 
 async def page_by_status(

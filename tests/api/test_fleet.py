@@ -24,7 +24,7 @@ async def test_fleet_and_metrics_count_tenants(
             "tenants": 3,
             "by_version": {"1": 3},
             "by_state": {"ready": 3},
-            "by_status": {"failed": 0, "behind": 0, "up_to_date": 3},
+            "by_status": {"failed": 0, "drifted": 0, "behind": 0, "up_to_date": 3},
             "servers": [{"name": "default", "tenants": 3, "capacity": None}],
         }
         metrics = await client.get("/metrics")

@@ -127,7 +127,7 @@ async def test_rollout_migrates_the_fleet_canaries_first(
         ] == []
 
         fleet_now = (await client.get("/fleet")).json()
-        assert fleet_now["by_status"] == {"failed": 0, "behind": 0, "up_to_date": 21}
+        assert fleet_now["by_status"] == {"failed": 0, "drifted": 0, "behind": 0, "up_to_date": 21}
         schema = (await client.get("/tenants/t07/schema")).json()
         assert (schema["status"], schema["current_version"]) == ("up_to_date", 2)
         events = (await client.get("/tenants/t07/events")).json()["items"]
