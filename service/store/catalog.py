@@ -27,6 +27,7 @@ CATALOG_VERSIONS: Final = (
     "catalog_0004.sql",
     "catalog_0005.sql",
     "catalog_0006.sql",
+    "catalog_0007.sql",
 )
 _CATALOG_LOCK: Final = (0x7E4A1, 0)
 
@@ -276,18 +277,19 @@ class FleetCounts:
     by_server: dict[str, int] = field(default_factory=dict)
 
 
-# A ready tenant's status as far as the catalog knows it, in the precedence of tenants.status.compute: its last
-# error, then its newest drift check, then its version. "modified" and "untracked" are only known from the tenant's
-# own history. Needs ``tenants t`` and ``drift`` (the newest check) in scope; $1 is the latest version.
-STATUS_SQL: Final = """CASE
+# Tenants whose newest drift check found differences: only unclean checks are read (a partial index,
+# catalog_0007.sql), each with one probe for a newer check of its tenant.
+DRIFTED_SQL: Final = """(SELECT d.tenant_id FROM drift_checks d WHERE NOT d.clean
+               AND NOT EXISTS (SELECT FROM drift_checks n WHERE n.tenant_id = d.tenant_id AND n.id > d.id))"""
+# A tenant's status as far as the catalog knows it, in the precedence of tenants.status.compute: its last error,
+# then its newest drift check, then its version; NULL while provisioning or deleting. "modified" and "untracked"
+# are only known from the tenant's own history. Needs ``tenants t`` in scope; $1 is the latest version.
+STATUS_SQL: Final = f"""CASE
                   WHEN t.state = 'failed' OR t.error IS NOT NULL THEN 'failed'
                   WHEN t.state <> 'ready' THEN NULL
-                  WHEN drift.clean = false THEN 'drifted'
+                  WHEN t.id IN {DRIFTED_SQL} THEN 'drifted'
                   WHEN t.version IS NOT DISTINCT FROM $1 THEN 'up_to_date'
                   ELSE 'behind' END"""
-NEWEST_DRIFT_SQL: Final = """LEFT JOIN LATERAL (
-               SELECT clean FROM drift_checks d WHERE d.tenant_id = t.id ORDER BY d.id DESC LIMIT 1
-           ) drift ON true"""
 CATALOG_STATUSES: Final = ("failed", "drifted", "behind", "up_to_date")
 
 
@@ -299,7 +301,7 @@ async def fleet(conn: Conn, latest: int | None) -> FleetCounts:
     """
     rows = await conn.fetch(
         f"""SELECT t.state, t.version, {STATUS_SQL} AS status, t.server, count(*) AS n
-           FROM tenants t {NEWEST_DRIFT_SQL} GROUP BY 1, 2, 3, 4""",
+           FROM tenants t GROUP BY 1, 2, 3, 4""",
         latest,
     )
     by_version: dict[str, int] = {}

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-import asyncpg
-
 from service.store import catalog
 from service.store.catalog import Tenant
 from service.store.db import Conn
@@ -48,32 +46,46 @@ _ORDER: Final = {
 }
 
 
-async def browse(conn: Conn, query: Browse, latest: int | None) -> tuple[list[Listed], int]:
-    """One page of tenants matching ``query`` and how many match in all (catalog only)."""
-    rows = await _browse(conn, query, latest, query.offset, query.limit)
-    if not rows and query.offset > 0:  # past the end: still say how many there are
-        rows_at_start = await _browse(conn, query, latest, 0, 1)
-        return [], rows_at_start[0]["total"] if rows_at_start else 0
-    listed = [Listed(catalog.tenant_of(r), r["status"]) for r in rows]
-    return listed, rows[0]["total"] if rows else 0
-
-
-async def _browse(conn: Conn, query: Browse, latest: int | None, offset: int, limit: int) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        f"""WITH found AS (
-               SELECT {catalog.TENANT_COLUMNS_T}, {catalog.STATUS_SQL} AS status
-               FROM tenants t {catalog.NEWEST_DRIFT_SQL}
-               WHERE ($2::text IS NULL OR strpos(t.id, $2) > 0) AND ($3::text IS NULL OR t.state = $3)
-                 AND ($4::text IS NULL OR t.server = $4) AND ($5::int IS NULL OR t.version = $5)
-           )
-           SELECT *, count(*) OVER () AS total FROM found WHERE $6::text IS NULL OR status = $6
-           ORDER BY {_ORDER[(query.sort, query.descending)]} OFFSET $7 LIMIT $8""",
-        latest,
-        query.search,
-        query.state,
-        query.server,
-        query.version,
-        query.status,
-        offset,
-        limit,
+def _where(first: int) -> str:
+    """The filters other than status, their parameters numbered from ``first`` (search, state, server, version)."""
+    a, b, c, d = (f"${n}" for n in range(first, first + 4))
+    return (
+        f"({a}::text IS NULL OR strpos(t.id, {a}) > 0) AND ({b}::text IS NULL OR t.state = {b})"
+        f" AND ({c}::text IS NULL OR t.server = {c}) AND ({d}::int IS NULL OR t.version = {d})"
     )
+
+
+async def browse(conn: Conn, query: Browse, latest: int | None) -> tuple[list[Listed], int]:
+    """One page of tenants matching ``query`` and how many match in all (catalog only).
+
+    Without a status filter the page is cut from the tenants first and only its rows get a status; a status filter
+    needs the status of every tenant the other filters keep.
+    """
+    filters = (query.search, query.state, query.server, query.version)
+    order = _ORDER[(query.sort, query.descending)]
+    if query.status is None:
+        total: int = await conn.fetchval(f"SELECT count(*) FROM tenants t WHERE {_where(1)}", *filters)
+        rows = await conn.fetch(
+            f"""SELECT {catalog.TENANT_COLUMNS_T}, {catalog.STATUS_SQL} AS status
+                FROM (SELECT * FROM tenants t WHERE {_where(2)} ORDER BY {order} OFFSET $6 LIMIT $7) t
+                ORDER BY {order}""",
+            latest,
+            *filters,
+            query.offset,
+            query.limit,
+        )
+        return [Listed(catalog.tenant_of(r), r["status"]) for r in rows], total
+    found = f"SELECT {catalog.TENANT_COLUMNS_T}, {catalog.STATUS_SQL} AS status FROM tenants t WHERE {_where(2)}"
+    rows = await conn.fetch(
+        f"""SELECT *, count(*) OVER () AS total FROM ({found}) f WHERE status = $6
+            ORDER BY {order} OFFSET $7 LIMIT $8""",
+        latest,
+        *filters,
+        query.status,
+        query.offset,
+        query.limit,
+    )
+    if not rows and query.offset > 0:  # past the end: still say how many there are
+        counted = f"SELECT count(*) FROM ({found}) f WHERE status = $6"
+        return [], await conn.fetchval(counted, latest, *filters, query.status)
+    return [Listed(catalog.tenant_of(r), r["status"]) for r in rows], rows[0]["total"] if rows else 0

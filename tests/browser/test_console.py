@@ -4,6 +4,7 @@ from the page and watched live, and what a read token may see. Each page is scre
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -16,6 +17,7 @@ from playwright.async_api import Page, expect
 from service.config import Settings
 from service.store.db import with_database
 from tests.browser.support import chromium, create, live, screenshot
+from tests.conftest import FIXTURES
 from tests.drift_support import execute
 
 Serve = Callable[[Settings], AbstractAsyncContextManager[httpx.AsyncClient]]
@@ -111,7 +113,73 @@ async def test_fleet_tenant_and_live_rollout_pages(
         await page.goto(f"{base}/ui/rollouts")
         await expect(page.locator('[data-testid="rollouts"] tbody tr')).to_have_count(1)
         await screenshot(page, "rollouts")
-        await page.set_viewport_size({"width": 390, "height": 844})
         await page.goto(f"{base}/ui")
         assert await _count(page, "by-status", 'data-status="up_to_date"') == "3"
+        assert await _count(page, "by-version", 'data-version="2"') == "4"
+        await screenshot(page, "overview-after-rollout")
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await page.reload()
         await screenshot(page, "overview-phone")
+
+
+ADMIN = "admin-token-0123456789abcdef"
+READ = "read-token-0123456789abcdef"
+
+
+async def test_tokens_read_sees_everything_without_actions_admin_acts_through_the_api(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(FIXTURES / "ok", admin_token=ADMIN, read_token=READ, fleet_cache_seconds=0)
+    async with live(settings) as base, chromium() as browser:
+        await create(base, "tok_a", ADMIN)
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            refused = await client.get("/ui/tenants/tok_a")
+            assert refused.status_code == 303
+            assert refused.headers["location"] == "/ui/login?next=/ui/tenants/tok_a"
+            forged = await client.get("/ui", headers={"Cookie": "tenants_console=admin.99999999999.00"})
+            assert forged.status_code == 303
+            assert (await client.post("/ui/session", headers={"Authorization": "Bearer nope"})).status_code == 401
+
+        reader = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await reader.goto(f"{base}/ui/tenants/tok_a")
+        assert reader.url.startswith(f"{base}/ui/login")
+        await screenshot(reader, "login")
+        await reader.get_by_label("Access token").fill("not-a-token-0123456789")
+        await reader.get_by_role("button", name="Sign in").click()
+        await expect(reader.locator("[data-login-error]")).to_be_visible()
+        await reader.get_by_label("Access token").fill(READ)
+        await reader.get_by_role("button", name="Sign in").click()
+        await reader.wait_for_url(f"{base}/ui/tenants/tok_a")
+        await expect(reader.locator('[data-testid="role"]')).to_have_text("read token")
+        await expect(reader.locator('[data-testid="history"] tbody tr')).to_have_count(2)
+        assert await reader.locator("[data-action], [data-delete], [data-testid=actions]").count() == 0
+        await screenshot(reader, "tenant-read-token")
+        await reader.goto(f"{base}/ui/rollouts")
+        assert await reader.locator("[data-start-rollout], [data-cancel-rollout]").count() == 0
+        await reader.goto(f"{base}/ui")
+        await expect(reader.locator('[data-testid="tenant-total"]')).to_have_text("1")
+        cookies = await reader.context.cookies()
+        assert [(c["name"], c["httpOnly"], c["sameSite"], c["path"]) for c in cookies] == [
+            ("tenants_console", True, "Strict", "/ui")
+        ]
+        assert READ not in cookies[0]["value"]
+
+        admin = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await admin.goto(f"{base}/ui/login?next=/ui/tenants/tok_a")
+        await admin.get_by_label("Access token").fill(ADMIN)
+        await admin.get_by_role("button", name="Sign in").click()
+        await admin.wait_for_url(f"{base}/ui/tenants/tok_a")
+        admin.on("dialog", lambda dialog: dialog.accept())
+        await admin.get_by_role("button", name="Rotate credentials").click()
+        secret = admin.get_by_label("Connection URL")
+        await expect(secret).to_have_value(re.compile(r"^postgresql://"))
+        url = await secret.input_value()
+        await screenshot(admin, "tenant-admin-rotated")
+        await admin.reload()
+        await expect(admin.locator("[data-secret]")).to_be_hidden()
+        assert url.split("@")[0] not in await admin.content()  # shown once: never in a page
+        events = admin.locator('[data-testid="events"] tbody tr').first
+        await expect(events).to_contain_text("rotate")
+        await expect(events).to_contain_text("admin")
+        assert ADMIN not in admin.url
+        assert READ not in reader.url

@@ -6,6 +6,7 @@ through the JSON API. Pages are left out of the OpenAPI document: they are not p
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -24,14 +25,15 @@ router = APIRouter(prefix="/ui", include_in_schema=False, default_response_class
 ViewerDep = Annotated[Role, Depends(session.viewer)]
 PAGE_SIZE: Final = 50
 _SORTS: Final = ("id", "version", "updated")
+_RECENT_ROLLOUTS: Final = 3  # on the overview; each costs a count of its tenants
 
 
 @router.get("")
 async def overview(request: Request, role: ViewerDep, provisioner: ProvisionerDep, rollouts: RolloutsDep) -> Response:
     """The fleet: counts by version (bars), state and status, servers, and the newest rollouts."""
-    counts = await provisioner.fleet()
+    # Two catalog connections: the aggregate and the rollouts' counts are read at the same time.
+    counts, recent = await asyncio.gather(provisioner.fleet(), rollouts.page(before=None, limit=_RECENT_ROLLOUTS))
     latest = provisioner.migrations.latest_version
-    recent = await rollouts.page(before=None, limit=5)
     servers = [(t.name, counts.by_server.get(t.name, 0), t.capacity) for t in provisioner.servers]
     return view.render(
         request,
