@@ -181,5 +181,14 @@ async def test_tokens_read_sees_everything_without_actions_admin_acts_through_th
         events = admin.locator('[data-testid="events"] tbody tr').first
         await expect(events).to_contain_text("rotate")
         await expect(events).to_contain_text("admin")
+        # Delete keeps the tenant (closed) until it is undeleted or purged; both from the page.
+        await admin.get_by_label("Type tok_a to delete this tenant").fill("tok_a")
+        await admin.get_by_role("button", name="Delete tenant").click()
+        await expect(admin.locator('[data-testid="state"]')).to_have_text("deleted")
+        await expect(admin.locator('[data-testid="deleted"]')).to_be_visible()
+        await screenshot(admin, "tenant-deleted")
+        await admin.get_by_role("button", name="Undelete").click()
+        await expect(admin.locator('[data-testid="state"]')).to_have_text("ready")
+        await expect(admin.locator('[data-testid="events"] tbody tr').first).to_contain_text("undelete")
         assert ADMIN not in admin.url
         assert READ not in reader.url

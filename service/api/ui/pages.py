@@ -31,10 +31,12 @@ _RECENT_ROLLOUTS: Final = 3  # on the overview; each costs a count of its tenant
 @router.get("")
 async def overview(request: Request, role: ViewerDep, provisioner: ProvisionerDep, rollouts: RolloutsDep) -> Response:
     """The fleet: counts by version (bars), state and status, servers, and the newest rollouts."""
-    # Two catalog connections: the aggregate and the rollouts' counts are read at the same time.
-    counts, recent = await asyncio.gather(provisioner.fleet(), rollouts.page(before=None, limit=_RECENT_ROLLOUTS))
+    # Catalog connections of their own: the aggregate, the rollouts' counts and the drains are read at once.
+    counts, recent, drains = await asyncio.gather(
+        provisioner.fleet(), rollouts.page(before=None, limit=_RECENT_ROLLOUTS), provisioner.drains()
+    )
     latest = provisioner.migrations.latest_version
-    servers = [(t.name, counts.by_server.get(t.name, 0), t.capacity) for t in provisioner.servers]
+    servers = [(t.name, counts.by_server.get(t.name, 0), t.capacity, drains.get(t.name)) for t in provisioner.servers]
     return view.render(
         request,
         "overview.html",
@@ -101,15 +103,25 @@ async def tenant(request: Request, role: ViewerDep, tenant_id: TenantIdPath, pro
     found = await provisioner.get(tenant_id)
     level: SchemaStatus | None = None
     problem: str | None = None
+    unread: str | None = None
     try:
         level = await provisioner.schema(tenant_id)
     except TenantNotReady:
-        problem = f"The tenant is {found.state}: it has no schema to read yet."
+        unread = f"The tenant is {found.state}: its schema cannot be read now."
     except ServiceError as exc:  # its server is down, its history cannot be read: the rest of the page still helps
         problem = f"Its level could not be read: {exc.message} ({exc.code})."
     events = await provisioner.events(tenant_id, 50)
     return view.render(
-        request, "tenant.html", role, tenant=found, level=level, problem=problem, events=events, json=view.compact
+        request,
+        "tenant.html",
+        role,
+        tenant=found,
+        level=level,
+        problem=problem,
+        unread=unread,
+        latest=provisioner.migrations.latest_version,
+        events=events,
+        json=view.compact,
     )
 
 

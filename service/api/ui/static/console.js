@@ -196,6 +196,9 @@
           const { data } = await api("GET", "/tenants/" + id + "/drift");
           notice(data.clean ? "No drift." : data.differences.length + " difference(s). Reloading…");
           setTimeout(() => window.location.reload(), 800);
+        } else if (kind === "undelete") {
+          await api("POST", "/tenants/" + id + "/undelete");
+          window.location.reload();
         } else if (kind === "rotate") {
           if (!window.confirm("Give the tenant a new password? The old one stops working at once.")) return;
           const { data } = await api("POST", "/tenants/" + id + "/credentials/rotate");
@@ -218,8 +221,12 @@
       const button = $("button", remove);
       act(button, async () => {
         if (remove.elements.confirm.value !== id) throw new Error("Type the tenant id to confirm.");
-        await api("DELETE", "/tenants/" + encodeURIComponent(id) + "?confirm=" + encodeURIComponent(id));
-        window.location.assign("/ui/tenants");
+        // A deleted tenant is kept (undelete brings it back) until purged: purging it is the only delete left.
+        const purge = remove.dataset.deleted === "yes" || (remove.elements.purge && remove.elements.purge.checked);
+        const query = "?confirm=" + encodeURIComponent(id) + (purge ? "&purge=true" : "");
+        await api("DELETE", "/tenants/" + encodeURIComponent(id) + query);
+        if (purge) window.location.assign("/ui/tenants");
+        else window.location.reload();
       });
     });
   }
