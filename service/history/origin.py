@@ -24,3 +24,9 @@ class Origin:
     name: str
     checksum: str = ""
     keep_table: bool = True
+
+
+def digest_part(origin: Origin | None) -> str:
+    """What a file's origin adds to a digest of the schema it builds (expected schemas, templates): the tool and
+    whether its table is written. Empty for NNNN and Drizzle files, so their digests stay as they were."""
+    return "" if origin is None else f" {origin.tool} tool-table={origin.keep_table}"

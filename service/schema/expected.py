@@ -22,6 +22,7 @@ from service.config import DEFAULT_SERVER
 from service.errors import ExpectedSchemaUnbuildable, MigrationFailed
 from service.history import runner
 from service.history.migrations import MigrationSet, plan
+from service.history.origin import digest_part
 from service.identifiers import quote_ident
 from service.schema import snapshot
 from service.schema.snapshot import Snapshot
@@ -121,7 +122,7 @@ class ExpectedSchemas:
             chain = hashlib.sha256(f"snapshot-format {SNAPSHOT_FORMAT}\n{server}\n".encode())
             keys: dict[int | None, str] = {None: chain.hexdigest()}
             for migration in self.migrations.migrations:
-                chain.update(f"{migration.version} {migration.sha256}\n".encode())
+                chain.update(f"{migration.version} {migration.sha256}{digest_part(migration.origin)}\n".encode())
                 keys[migration.version] = chain.hexdigest()
             self._keys = keys
         return self._keys

@@ -42,6 +42,7 @@ from service.errors import MigrationFailed, ServiceError
 from service.history import runner
 from service.history import table as history
 from service.history.migrations import MigrationSet, plan
+from service.history.origin import digest_part
 from service.identifiers import quote_ident
 from service.schema import snapshot
 from service.schema.compare import compare
@@ -83,7 +84,7 @@ def set_digest(migrations: MigrationSet) -> str:
     h = hashlib.sha256(f"template-format {TEMPLATE_FORMAT}\n".encode())
     h.update(hashlib.sha256(history.ddl().encode()).digest())
     for m in migrations.migrations:
-        h.update(f"{m.version} {m.sha256} {m.transactional}\n".encode())
+        h.update(f"{m.version} {m.sha256} {m.transactional}{digest_part(m.origin)}\n".encode())
     return h.hexdigest()
 
 
