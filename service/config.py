@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         "Unset: start an embedded PostgreSQL in data_dir.",
     )
     data_dir: Path = Field(default=Path(".tenants"), description="Embedded PostgreSQL data (when no database_url).")
+    embedded_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of the embedded PostgreSQL on 127.0.0.1. Unset: a free port chosen at the first start and "
+        "kept in data_dir, so tenant connection URLs stay valid across restarts.",
+    )
     migrations_dir: Path = Field(default=Path("migrations"), description="Folder of NNNN_name.sql files.")
     seeds_dir: Path | None = Field(
         default=None, description="Seed files, run in name order; default <migrations_dir>/seeds."
@@ -134,7 +141,11 @@ class Settings(BaseSettings):
         "line. Each holds a catalog connection and a tenant connection: must be below pool_size.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "text"] = Field(default="json", description="json: one JSON object per line.")
+    log_format: Literal["json", "text"] | None = Field(
+        default=None,
+        description="json: one JSON object per line; text: one readable line. Unset: text when the logs go to a "
+        "terminal, else json.",
+    )
     drift_interval: float = Field(
         default=0, ge=0, description="Seconds between drift checks of every tenant (0: never; POST /drift-checks)."
     )

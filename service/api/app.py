@@ -37,9 +37,8 @@ async def _database(settings: Settings) -> AsyncIterator[str]:
     if settings.database_url is not None:
         yield settings.database_url.get_secret_value()
         return
-    embedded = EmbeddedPostgres(settings.data_dir)
+    embedded = EmbeddedPostgres(settings.data_dir, port=settings.embedded_port)
     dsn = await asyncio.to_thread(embedded.start)
-    log.info("embedded PostgreSQL running in %s", settings.data_dir)
     try:
         yield dsn
     finally:

@@ -10,10 +10,10 @@ import ``config``, ``errors``, ``identifiers``, and (``serve``, ``check``) the p
 
 from __future__ import annotations
 
-from service.cli import check, fleet, lifecycle, serve, tenants
+from service.cli import check, fleet, lifecycle, psql, serve, tenants
 from service.cli.app import app
 
-__all__ = ["app", "check", "fleet", "lifecycle", "main", "serve", "tenants"]
+__all__ = ["app", "check", "fleet", "lifecycle", "main", "psql", "serve", "tenants"]
 
 
 def main(argv: list[str] | None = None) -> None:

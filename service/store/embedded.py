@@ -11,31 +11,34 @@ server left behind by a killed owner is recognised as an orphan and stopped by t
 
 Layout of ``data_dir``::
 
-    .lock          flock held by the owning process from start() to stop(); contains its pid
-    pgdata/        the cluster
-    postgres.log   server log (its tail goes into every EmbeddedError)
+    .lock               flock held by the owning process from start() to stop(); contains its pid
+    pgdata/             the cluster (pg_hba.conf: a password for every connection)
+    superuser.password  the superuser's password, 0600, readable by the service's user only
+    port                the port on 127.0.0.1, chosen once (see ``cluster_files``)
+    postgres.log        server log (its tail goes into every EmbeddedError)
 """
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import logging
 import os
 import shutil
 import signal
-import stat
-import subprocess
 import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import IO, Self
 
+from service.store import cluster_files as files
+from service.store.cluster_files import PG_SUPERUSER
 from service.store.processes import (
     EmbeddedError,
+    OwnerLock,
     RunAs,
+    ServerLog,
     chown,
     chown_tree,
     ensure_os_user,
@@ -43,23 +46,17 @@ from service.store.processes import (
     grant_read_tree,
     grant_search,
     is_postmaster,
+    run_tool,
     wait_accepting,
     wait_dead,
 )
 
 logger = logging.getLogger(__name__)
 
-#: Database superuser created by initdb; trust auth, reachable only on 127.0.0.1.
-PG_SUPERUSER = "postgres"
-
-_LOG_TAIL_LINES = 30
 _START_ATTEMPTS = 3  # only when we pick the port ourselves: someone may grab it before postgres binds
 _PG_CTL_WAIT_S = 60
-_LOG_ROTATE_BYTES = 10 * 1024 * 1024
 # pg_ctl runs the postmaster through /bin/sh with paths inside double quotes.
 _SHELL_UNSAFE = frozenset('"$`\\\n')
-# PG* variables (PGDATA, PGPORT, PGHOST, PGOPTIONS...) would silently change what the tools do.
-_ENV_BLOCKLIST_PREFIX = "PG"
 
 
 def bundled_bin_dir() -> Path:
@@ -97,7 +94,8 @@ class EmbeddedPostgres:
         self._data_dir = Path(data_dir).expanduser().resolve()
         self._pgdata = self._data_dir / "pgdata"
         self._log_path = self._data_dir / "postgres.log"
-        self._lock_path = self._data_dir / ".lock"
+        self._log = ServerLog(self._log_path)
+        self._owner = OwnerLock(self._data_dir / ".lock")
         self._requested_port = port
         self._durable = durable
         self._max_connections = max_connections
@@ -107,18 +105,18 @@ class EmbeddedPostgres:
             if _SHELL_UNSAFE.intersection(str(path)):
                 raise EmbeddedError(f"path {str(path)!r} contains characters pg_ctl cannot quote")
         self._mutex = threading.Lock()
-        self._lock_fd: int | None = None
         self._run_as: RunAs | None = None
         self._port: int | None = None
+        self._password: str | None = None
 
     # ------------------------------------------------------------------ public API
 
     @property
     def url(self) -> str:
-        """DSN of the running cluster (superuser, trust auth, TCP on 127.0.0.1 only)."""
-        if self._port is None:
+        """DSN of the running cluster: the superuser with its password, TCP on 127.0.0.1 only."""
+        if self._port is None or self._password is None:
             raise EmbeddedError(f"embedded PostgreSQL in {self._data_dir} is not started")
-        return f"postgresql://{PG_SUPERUSER}@127.0.0.1:{self._port}/postgres"
+        return files.superuser_url(self._password, self._port)
 
     def start(self) -> str:
         """Start the cluster (initialising it on first use) and return its DSN; idempotent.
@@ -130,15 +128,18 @@ class EmbeddedPostgres:
         with self._mutex:
             if self._port is not None:
                 return self.url
-            self._data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._acquire_lock()
+            self._make_data_dir()
+            self._owner.acquire()
             try:
                 self._run_as = self._prepare_root() if os.geteuid() == 0 else None
                 self._stop_orphan()
-                self._ensure_cluster()
-                self._port = self._start_server()
+                port = self._port_to_use()
+                password = self._ensure_cluster()
+                self._port = self._start_server(port)
+                self._password = password
             except BaseException:
-                self._release_lock()
+                self._port = None
+                self._owner.release()
                 raise
             logger.info("embedded PostgreSQL running on 127.0.0.1:%d (data in %s)", self._port, self._pgdata)
             return self.url
@@ -154,8 +155,8 @@ class EmbeddedPostgres:
             try:
                 self._shutdown()
             finally:
-                self._port = None
-                self._release_lock()
+                self._port = self._password = None
+                self._owner.release()
 
     def __enter__(self) -> Self:
         """Start the cluster; use ``url`` for the DSN."""
@@ -176,42 +177,6 @@ class EmbeddedPostgres:
         return f"EmbeddedPostgres({str(self._data_dir)!r}, {state})"
 
     # ------------------------------------------------------------------ ownership
-
-    def _acquire_lock(self) -> None:
-        """Take the exclusive flock; the kernel drops it if we die, which is how orphans are detected.
-
-        The fd is close-on-exec, so the postmaster never inherits (and never keeps) the lock.
-        """
-        # As root, data_dir belongs to PG_OS_USER: refuse a planted symlink or hard link, which would
-        # otherwise make us truncate a file of the attacker's choice.
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        try:
-            fd = os.open(self._lock_path, flags, 0o600)
-        except OSError as exc:
-            raise EmbeddedError(f"cannot open lock file {self._lock_path}: {exc}") from exc
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-                raise EmbeddedError(f"lock file {self._lock_path} is not a plain file with a single link")
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise EmbeddedError(
-                f"{self._data_dir} is in use by another process (pid {holder}); its server is left alone"
-            ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
-
-    def _release_lock(self) -> None:
-        if self._lock_fd is not None:
-            fd, self._lock_fd = self._lock_fd, None
-            os.ftruncate(fd, 0)
-            os.close(fd)  # closing the only fd of the open file description drops the flock
 
     def _postmaster_pid(self) -> int | None:
         """PID on the first line of ``postmaster.pid``, or None if there is no such file."""
@@ -273,52 +238,126 @@ class EmbeddedPostgres:
             except ProcessLookupError:
                 return
             except PermissionError as exc:
-                raise EmbeddedError(f"cannot signal postmaster {pid}: {exc}{self._log_tail()}") from exc
+                raise EmbeddedError(f"cannot signal postmaster {pid}: {exc}{self._log.tail()}") from exc
             if wait_dead(pid, 15.0):
                 return
-        raise EmbeddedError(f"postmaster {pid} on {self._pgdata} survived SIGKILL{self._log_tail()}")
+        raise EmbeddedError(f"postmaster {pid} on {self._pgdata} survived SIGKILL{self._log.tail()}")
 
     # ------------------------------------------------------------------ cluster
 
-    def _ensure_cluster(self) -> None:
-        """Run initdb once, into a scratch directory renamed into place so a crash never leaves
-        a half-initialised pgdata behind."""
-        if (self._pgdata / "PG_VERSION").exists():
-            return
+    def _make_data_dir(self) -> None:
+        try:
+            self._data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            writable = os.access(self._data_dir, os.W_OK | os.X_OK)
+        except OSError as exc:
+            raise EmbeddedError(self._unwritable(exc.strerror or str(exc))) from None
+        if not writable:
+            raise EmbeddedError(self._unwritable("permission denied"))
+
+    def _unwritable(self, why: str) -> str:
+        return (
+            f"the embedded PostgreSQL needs a writable data directory, and {self._data_dir} is not writable by "
+            f"uid {os.geteuid()} ({why}): mount a writable volume there, set TENANTS_DATA_DIR to one, or set "
+            "TENANTS_DATABASE_URL to use your own PostgreSQL"
+        )
+
+    def _ensure_cluster(self) -> str:
+        """Run initdb once (into a scratch directory renamed into place, so a crash never leaves a half-initialised
+        pgdata behind); lock a cluster made before passwords were required. Returns the superuser's password."""
+        password, fresh = files.password(self._data_dir)
+        if not (self._pgdata / "PG_VERSION").exists():
+            self._initdb(password)
+        elif fresh or files.hba_trusts(self._pgdata):
+            self._lock_in_place(password)
+        return password
+
+    def _initdb(self, password: str) -> None:
         scratch = self._data_dir / "pgdata.initdb"
         shutil.rmtree(scratch, ignore_errors=True)
-        args = [self._tool("initdb"), "-D", str(scratch), "-U", PG_SUPERUSER, "--auth=trust"]
+        pwfile = self._data_dir / ".initdb-password"  # for initdb (run as the server's user), removed at once
+        files.write_private(pwfile, password + "\n", self._run_as)
+        args = [self._tool("initdb"), "-D", str(scratch), "-U", PG_SUPERUSER, f"--pwfile={pwfile}"]
+        args += ["--auth-local=scram-sha-256", "--auth-host=scram-sha-256"]
         args += ["--encoding=UTF8", "--locale=C", "--no-instructions"]
         if not self._durable:
             args.append("--no-sync")
-        self._run(args, "initdb", timeout=180)
+        try:
+            self._run(args, "initdb", timeout=180)
+        finally:
+            pwfile.unlink(missing_ok=True)
+        files.write_hba(scratch, self._run_as)
         try:
             scratch.rename(self._pgdata)  # replaces an *empty* pgdata, refuses a non-empty one
         except OSError as exc:
             shutil.rmtree(scratch, ignore_errors=True)
             raise EmbeddedError(f"{self._pgdata} exists but holds no cluster (no PG_VERSION): {exc}") from exc
 
-    def _start_server(self) -> int:
-        """Start the postmaster, retrying with a new port if ours was taken meanwhile."""
-        attempts = 1 if self._requested_port is not None else _START_ATTEMPTS
-        self._rotate_log()
+    def _lock_in_place(self, password: str) -> None:
+        """Give the superuser the password of the file, then require passwords: the upgrade of a cluster made with
+        ``trust`` (or whose password file was lost).
+
+        Single-user mode, before the server starts: no connection can come in while the cluster is still open. The
+        file is written first and the password set before pg_hba.conf, so a crash at any point is finished by the
+        next start.
+        """
+        logger.warning("locking the embedded PostgreSQL in %s: setting the superuser's password", self._pgdata)
+        sql = f"SET password_encryption = 'scram-sha-256';\nALTER ROLE {PG_SUPERUSER} WITH PASSWORD '{password}';\n"
+        with tempfile.TemporaryFile() as script:
+            script.write(sql.encode())
+            script.seek(0)
+            args = [self._tool("postgres"), "--single", "-D", str(self._pgdata), "-c", "exit_on_error=on"]
+            self._run([*args, "postgres"], "postgres --single", timeout=120, stdin=script)
+        files.write_hba(self._pgdata, self._run_as)
+
+    def _port_to_use(self) -> int | None:
+        """The port asked for, else the one kept in the data directory; refuse a taken one rather than move."""
+        stored = files.stored_port(self._data_dir)
+        port = self._requested_port if self._requested_port is not None else stored
+        if stored is not None and port != stored:
+            logger.warning(
+                "moving the embedded PostgreSQL from port %d to %d: connection URLs handed out before name port %d "
+                "and stop working",
+                stored,
+                port,
+                stored,
+            )
+        if port is not None and files.port_in_use(port):
+            raise EmbeddedError(self._taken(port, stored))
+        return port
+
+    def _taken(self, port: int, stored: int | None) -> str:
+        source = "kept in the data directory" if port == stored else "asked for (TENANTS_EMBEDDED_PORT)"
+        return (
+            f"port {port} on 127.0.0.1, {source} for the embedded PostgreSQL in {self._data_dir}, is in use by "
+            "another program: stop that program, or choose another port with TENANTS_EMBEDDED_PORT (tenant "
+            "connection URLs handed out before name the old port and stop working)"
+        )
+
+    def _start_server(self, port: int | None) -> int:
+        """Start the postmaster on ``port``; with none yet, on a free one (retried if taken meanwhile), kept."""
+        attempts = 1 if port is not None else _START_ATTEMPTS
+        self._log.rotate()
         for attempt in range(1, attempts + 1):
-            port = self._requested_port if self._requested_port is not None else free_port()
-            log_offset = self._log_size()
+            chosen = port if port is not None else free_port()
+            log_offset = self._log.size()
             try:
-                self._pg_ctl("start", "-l", str(self._log_path), "-o", self._server_options(port))
+                self._pg_ctl("start", "-l", str(self._log_path), "-o", self._server_options(chosen))
             except EmbeddedError:
                 self._kill_half_started()
-                if attempt < attempts and "Address already in use" in self._log_since(log_offset):
-                    logger.warning("port %d was taken before PostgreSQL could bind it; retrying", port)
-                    continue
+                if "Address already in use" in self._log.since(log_offset):
+                    if attempt < attempts:
+                        logger.warning("port %d was taken before PostgreSQL could bind it; retrying", chosen)
+                        continue
+                    if port is not None:
+                        raise EmbeddedError(self._taken(port, files.stored_port(self._data_dir))) from None
                 raise
             try:
-                wait_accepting(port, timeout=15.0)
+                wait_accepting(chosen, timeout=15.0)
             except EmbeddedError as exc:
                 self._kill_half_started()
-                raise EmbeddedError(f"{exc}{self._log_tail()}") from exc
-            return port
+                raise EmbeddedError(f"{exc}{self._log.tail()}") from exc
+            files.store_port(self._data_dir, chosen)
+            return chosen
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _server_options(self, port: int) -> str:
@@ -384,64 +423,8 @@ class EmbeddedPostgres:
             raise EmbeddedError(f"PostgreSQL tool {name} not found in {self._bin_dir}")
         return str(path)
 
-    def _run(self, args: Sequence[str], what: str, *, timeout: float) -> None:
-        """Run a PostgreSQL tool (as PG_OS_USER when root) with output to an anonymous file.
-
-        Never pipes: the postmaster started by pg_ctl may hold inherited pipes open forever.
-        """
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_BLOCKLIST_PREFIX)}
-        with tempfile.TemporaryFile() as out:
-            try:
-                proc = subprocess.run(
-                    args,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=self._data_dir,  # the caller's cwd may be unreadable for PG_OS_USER
-                    env=env,
-                    timeout=timeout,
-                    check=False,
-                    # None (not root) means "don't switch"; [] drops root's supplementary groups.
-                    user=None if self._run_as is None else self._run_as.uid,
-                    group=None if self._run_as is None else self._run_as.gid,
-                    extra_groups=None if self._run_as is None else [],
-                )
-                failure = None if proc.returncode == 0 else f"exited with status {proc.returncode}"
-            except subprocess.TimeoutExpired:
-                failure = f"timed out after {timeout:.0f}s"
-            except OSError as exc:
-                failure = f"could not be run: {exc}"
-            if failure is None:
-                return
-            out.seek(0)
-            output = out.read().decode(errors="replace").strip()
-        detail = f"\n--- {what} output ---\n{output}" if output else ""
-        raise EmbeddedError(f"{what} for {self._pgdata} {failure}{detail}{self._log_tail()}")
-
-    def _log_size(self) -> int:
-        try:
-            return self._log_path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def _log_since(self, offset: int) -> str:
-        try:
-            with self._log_path.open("rb") as f:
-                f.seek(offset)
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def _log_tail(self) -> str:
-        """The last lines of postgres.log, formatted for appending to an error message."""
-        size = self._log_size()
-        text = self._log_since(max(0, size - 64 * 1024))
-        lines = text.splitlines()[-_LOG_TAIL_LINES:]
-        if not lines:
-            return f"\n(no server log at {self._log_path})"
-        return f"\n--- last {len(lines)} lines of {self._log_path} ---\n" + "\n".join(lines)
-
-    def _rotate_log(self) -> None:
-        """Keep one previous log; the log is appended to across restarts and would grow forever."""
-        if self._log_size() > _LOG_ROTATE_BYTES:
-            self._log_path.replace(self._log_path.with_name(self._log_path.name + ".1"))
+    def _run(self, args: Sequence[str], what: str, *, timeout: float, stdin: IO[bytes] | None = None) -> None:
+        """Run a PostgreSQL tool (as PG_OS_USER when root); its output and the server log's tail on failure."""
+        failure = run_tool(args, cwd=self._data_dir, run_as=self._run_as, timeout=timeout, stdin=stdin)
+        if failure is not None:
+            raise EmbeddedError(f"{what} for {self._pgdata} {failure}{self._log.tail()}")

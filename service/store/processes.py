@@ -3,6 +3,7 @@ root, the file modes and owners that lets it reach, and its process and port."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import pwd
@@ -12,9 +13,10 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 logger = logging.getLogger("service.store.embedded")
 
@@ -173,3 +175,125 @@ def wait_accepting(port: int, timeout: float) -> None:
             last_error = str(exc)
         time.sleep(0.05)
     raise EmbeddedError(f"PostgreSQL on 127.0.0.1:{port} not accepting connections after {timeout:.0f}s: {last_error}")
+
+
+# ---------------------------------------------------------------------- tools and the server log
+
+# PG* variables (PGDATA, PGPORT, PGHOST, PGOPTIONS...) would silently change what the tools do.
+_ENV_BLOCKLIST_PREFIX = "PG"
+_LOG_TAIL_LINES = 30
+_LOG_ROTATE_BYTES = 10 * 1024 * 1024
+
+
+def run_tool(
+    args: Sequence[str], *, cwd: Path, run_as: RunAs | None, timeout: float, stdin: IO[bytes] | None = None
+) -> str | None:
+    """Run a PostgreSQL tool (as ``run_as`` when given) with output to an anonymous file; None, or why it failed.
+
+    Never pipes: the postmaster started by pg_ctl may hold inherited pipes open forever. ``cwd`` must be reachable
+    by ``run_as`` (the caller's may not be).
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_BLOCKLIST_PREFIX)}
+    with tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.run(
+                args,
+                stdin=subprocess.DEVNULL if stdin is None else stdin,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                timeout=timeout,
+                check=False,
+                # None (not root) means "don't switch"; [] drops root's supplementary groups.
+                user=None if run_as is None else run_as.uid,
+                group=None if run_as is None else run_as.gid,
+                extra_groups=None if run_as is None else [],
+            )
+            failure = None if proc.returncode == 0 else f"exited with status {proc.returncode}"
+        except subprocess.TimeoutExpired:
+            failure = f"timed out after {timeout:.0f}s"
+        except OSError as exc:
+            failure = f"could not be run: {exc}"
+        if failure is None:
+            return None
+        out.seek(0)
+        output = out.read().decode(errors="replace").strip()
+    name = Path(args[0]).name
+    return failure + (f"\n--- {name} output ---\n{output}" if output else "")
+
+
+class ServerLog:
+    """postgres.log: appended to across restarts (one previous file kept), its tail quoted in errors."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def since(self, offset: int) -> str:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def tail(self) -> str:
+        """The last lines, formatted for appending to an error message."""
+        lines = self.since(max(0, self.size() - 64 * 1024)).splitlines()[-_LOG_TAIL_LINES:]
+        if not lines:
+            return f"\n(no server log at {self.path})"
+        return f"\n--- last {len(lines)} lines of {self.path} ---\n" + "\n".join(lines)
+
+    def rotate(self) -> None:
+        if self.size() > _LOG_ROTATE_BYTES:
+            self.path.replace(self.path.with_name(self.path.name + ".1"))
+
+
+class OwnerLock:
+    """The exclusive flock on ``<data_dir>/.lock`` held from start() to stop(); it holds the owner's pid.
+
+    The kernel drops it if the owner dies, which is how orphans are detected. The fd is close-on-exec, so the
+    postmaster never inherits (and never keeps) the lock.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        # As root, data_dir belongs to PG_OS_USER: refuse a planted symlink or hard link, which would
+        # otherwise make us truncate a file of the attacker's choice.
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            raise EmbeddedError(f"cannot open lock file {self.path}: {exc}") from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                raise EmbeddedError(f"lock file {self.path} is not a plain file with a single link")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise EmbeddedError(
+                f"{self.path.parent} is in use by another process (pid {holder}); its server is left alone"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.ftruncate(fd, 0)
+            os.close(fd)  # closing the only fd of the open file description drops the flock

@@ -1,4 +1,5 @@
-"""Real-server tests of service.embedded: durability, idempotence, exclusive ownership, orphans.
+"""Real-server tests of service.embedded: durability, idempotence, exclusive ownership, orphans, passwords, the
+stable port, and the upgrade of a cluster made when it trusted every local connection.
 
 Clusters live under /dev/shm when available (tmpfs: initdb + start in well under a second).
 """
@@ -9,6 +10,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -18,11 +20,15 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
-from service.store.embedded import EmbeddedError, EmbeddedPostgres
+from service.config import Settings
+from service.store.embedded import EmbeddedError, EmbeddedPostgres, bundled_bin_dir
+from service.store.processes import PG_OS_USER, free_port
+from tests.conftest import ROOT, running
 
 MakePg = Callable[..., EmbeddedPostgres]
 
@@ -99,7 +105,7 @@ async def _fetchval(url: str, query: str) -> Any:
 async def test_data_survives_restart(make_pg: MakePg, workdir: Path) -> None:
     pg = make_pg(durable=True)
     url = pg.start()
-    assert url.startswith("postgresql://postgres@127.0.0.1:")
+    assert url.startswith("postgresql://postgres:")
     conn = await asyncpg.connect(url)
     try:
         assert await conn.fetchval("SELECT 1") == 1
@@ -111,7 +117,8 @@ async def test_data_survives_restart(make_pg: MakePg, workdir: Path) -> None:
     with pytest.raises(EmbeddedError, match="not started"):
         _ = pg.url
 
-    url = pg.start()  # the port may differ: it is picked afresh
+    again = pg.start()
+    assert again == url  # same password, same port: kept in the data directory
     assert await _fetchval(url, "SELECT name FROM survivor") == "still here"
     assert await _fetchval(url, "SHOW fsync") == "on"
     assert await _fetchval(url, "SHOW max_connections") == "200"
@@ -187,3 +194,127 @@ def test_orphan_of_killed_owner_is_stopped(make_pg: MakePg, workdir: Path) -> No
     pg.stop()
     assert _postmaster_pid(data) is None
     assert not _alive(current)
+
+
+# -- locked like a real server: passwords, a stable port, old trust clusters upgraded --------------------------------
+
+PSQL = bundled_bin_dir() / "psql"
+
+
+def _as_user(user: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/"}
+    return subprocess.run(args, user=user, env=env, capture_output=True, text=True, timeout=30, check=False, cwd="/")
+
+
+async def _refused(url: str) -> str:
+    """The reason the server gives for refusing ``url`` (fails the test if it lets the connection in)."""
+    try:
+        conn = await asyncpg.connect(url)
+    except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
+        return str(exc)
+    await conn.close()
+    raise AssertionError(f"{url} was let in")
+
+
+def test_superuser_needs_the_password_kept_for_the_service_user_only(make_pg: MakePg, workdir: Path) -> None:
+    data = workdir / "data"
+    url = make_pg().start()
+    password = urlsplit(url).password
+    assert password is not None
+    assert len(password) >= 40
+    secret = data / "superuser.password"
+    assert secret.read_text().strip() == password
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert secret.stat().st_uid == os.geteuid()
+    assert asyncio.run(_fetchval(url, "SHOW password_encryption")) == "scram-sha-256"
+    hba = (data / "pgdata" / "pg_hba.conf").read_text()
+    assert "trust" not in [f for line in hba.splitlines() for f in line.split("#")[0].split()]
+    port = urlsplit(url).port
+    assert "password authentication failed" in asyncio.run(_refused(url.replace(password, "wrong" + password[5:])))
+    assert "password" in asyncio.run(_refused(f"postgresql://postgres@127.0.0.1:{port}/postgres"))
+    _operator_shell(url, data)
+    if os.geteuid() != 0:
+        return
+    # Another account on the machine: cannot read the password, and cannot get in without it. Neither can the
+    # server's own OS user read the file: postgres keeps only the SCRAM verifier.
+    for user in ("nobody", PG_OS_USER):
+        assert _as_user(user, "cat", str(secret)).returncode != 0
+    shell = _as_user("nobody", str(PSQL), "-w", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", "SELECT 1")
+    assert shell.returncode != 0
+    assert "no password supplied" in shell.stderr
+
+
+def _operator_shell(url: str, data: Path) -> None:
+    """``tenantctl psql``: the bundled psql, logged in with the kept password, in a tenant's database if asked."""
+    asyncio.run(_fetchval(url, "CREATE DATABASE t_acme"))
+    env = {**os.environ, "TENANTS_DATA_DIR": str(data), "TENANTS_DB_PREFIX": "t_"}
+
+    def tenantctl(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "service", "psql", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert tenantctl("--url").strip() == url
+    assert "postgres" in tenantctl("-c", "SELECT current_user").split()
+    assert "t_acme" in tenantctl("acme", "-c", "SELECT current_database()").split()
+
+
+def test_trust_cluster_is_locked_in_place(make_pg: MakePg, workdir: Path) -> None:
+    """A data directory made before passwords: pg_hba.conf trusting everyone, no password file, no port file."""
+    data = workdir / "data"
+    pg = make_pg()
+    asyncio.run(_fetchval(pg.start(), "CREATE TABLE kept AS SELECT 'old data'::text AS v"))
+    pg.stop()
+    hba = data / "pgdata" / "pg_hba.conf"
+    hba.write_text("local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n")
+    (data / "superuser.password").unlink()
+    (data / "port").unlink()
+
+    url = pg.start()
+    assert asyncio.run(_fetchval(url, "SELECT v FROM kept")) == "old data"
+    assert "trust" not in hba.read_text().replace("trust nowhere", "")
+    assert (data / "superuser.password").read_text().strip() == urlsplit(url).password
+    port = urlsplit(url).port
+    assert "password" in asyncio.run(_refused(f"postgresql://postgres@127.0.0.1:{port}/postgres"))
+
+
+def test_port_is_kept_and_a_taken_one_is_refused(make_pg: MakePg, workdir: Path) -> None:
+    wanted = free_port()
+    pg = make_pg(port=wanted)
+    assert urlsplit(pg.start()).port == wanted
+    pg.stop()
+    again = make_pg()  # no port asked: the kept one
+    assert urlsplit(again.start()).port == wanted
+    again.stop()
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", wanted))
+        squatter.listen()
+        with pytest.raises(EmbeddedError, match=rf"port {wanted} on 127.0.0.1, kept in the data directory .* in use"):
+            make_pg().start()
+    assert (workdir / "data" / "port").read_text().strip() == str(wanted)
+
+
+async def test_tenant_urls_survive_a_restart_and_rotation_locks_out_the_old_one(workdir: Path) -> None:
+    """The service on its own embedded cluster: a connection_url handed out before a restart still connects after
+    it; a rotated password stops working at once; a wrong one never works."""
+    settings = Settings(data_dir=workdir / "svc", migrations_dir=ROOT / "migrations", embedded_port=free_port())
+    async with running(settings) as client:
+        created = await client.post("/tenants", json={"id": "acme", "name": "Acme"})
+        assert created.status_code == 201, created.text
+        first = created.json()["connection_url"]
+        assert await _fetchval(first, "SELECT current_user") == "tenant_acme"
+        rotated = await client.post("/tenants/acme/credentials/rotate")
+        assert rotated.status_code == 200, rotated.text
+        second = rotated.json()["connection_url"]
+        assert "password authentication failed" in await _refused(first)
+        assert "password authentication failed" in await _refused(second.replace("@", "x@", 1))
+    assert (workdir / "svc" / "port").read_text().strip() == str(settings.embedded_port)
+
+    unset = Settings(data_dir=workdir / "svc", migrations_dir=ROOT / "migrations")  # the kept port, not asked
+    async with running(unset) as client:
+        assert (await client.get("/tenants/acme")).json()["state"] == "ready"
+        assert await _fetchval(second, "SELECT current_database()") == "tenant_acme"
+        assert "password authentication failed" in await _refused(first)
