@@ -1,21 +1,28 @@
-"""Logging: JSON lines by default (one object per event), every line of a request carrying its request id.
+"""Logging: readable text lines on a terminal, JSON lines otherwise (one object per event), every line of a request
+carrying its request id.
 
 ``asgi-correlation-id`` sets the id (``X-Request-ID`` honoured when it looks sane, else generated) and its filter
 copies it onto every record; ``python-json-logger`` renders records with their ``extra`` fields (tenant,
-version, duration_ms, ...). The same configuration is handed to uvicorn so its access log is JSON too.
+version, duration_ms, ...). The same configuration is handed to uvicorn so its access log is JSON too; uvicorn's
+coloured copies of its messages (``color_message``) and any other terminal escape never reach a JSON line.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
 from contextvars import ContextVar
 from typing import Any, Final, Literal
+
+from pythonjsonlogger.json import JsonFormatter
 
 #: The tenant an operation works on; set by the provisioner, stamped on every log record of that operation.
 tenant: ContextVar[str | None] = ContextVar("tenant", default=None)
 
 _REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# CSI sequences (colours, cursor moves) and the two-character escapes: what a terminal interprets.
+_ANSI: Final = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
 
 
 def valid_request_id(value: str) -> bool:
@@ -30,12 +37,31 @@ class TenantFilter(logging.Filter):
         return True
 
 
-def config(level: str, fmt: Literal["json", "text"]) -> dict[str, Any]:
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+class PlainJsonFormatter(JsonFormatter):
+    """JSON lines without terminal escapes: a log file or collector shows them as ``\\u001b[36m`` noise."""
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        log_data.pop("color_message", None)  # uvicorn's coloured copy of the message
+        return {k: strip_ansi(v) if isinstance(v, str) else v for k, v in log_data.items()}
+
+
+def resolve_format(fmt: Literal["json", "text"] | None) -> Literal["json", "text"]:
+    """The format asked for; unset, text for a person at a terminal, JSON for a collector (logs go to stderr)."""
+    if fmt is not None:
+        return fmt
+    return "text" if sys.stderr.isatty() else "json"
+
+
+def config(level: str, fmt: Literal["json", "text"] | None) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` mapping for the service and uvicorn."""
     formatter: dict[str, Any]
-    if fmt == "json":
+    if resolve_format(fmt) == "json":
         formatter = {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": "service.logs.PlainJsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(correlation_id)s %(tenant)s",
             "rename_fields": {
                 "asctime": "time",

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
+import socket
 import sys
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
+from service.cli import startup
 from service.cli.app import app
 from service.cli.output import fail
 from service.config import Settings
-
-
-def _settings_problems(exc: ValidationError) -> str:
-    """One line per problem, without the input (it may hold a password)."""
-    found = []
-    for error in exc.errors(include_input=False, include_url=False):
-        message = error["msg"].removeprefix("Value error, ")
-        if error["loc"] and not message.startswith("TENANTS_"):
-            message = f"TENANTS_{str(error['loc'][0]).upper()}: {message}"
-        found.append(message)
-    return "; ".join(found)
 
 
 def _is_loopback(host: str) -> bool:
@@ -39,26 +31,60 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Run the HTTP service (embedded PostgreSQL unless TENANTS_DATABASE_URL is set)."""
+    """Run the HTTP service (embedded PostgreSQL unless TENANTS_DATABASE_URL is set).
+
+    A start that cannot succeed (bad settings, a broken migrations folder, a port in use, no database) prints one
+    paragraph on stderr saying what is wrong and what to do, and exits non-zero.
+    """
     import uvicorn
 
     from service.api.app import create_app
+    from service.logs import config as log_config
 
     try:
         settings = Settings()
     except ValidationError as exc:
-        fail(f"invalid settings: {_settings_problems(exc)}", 2)
+        startup.say(startup.settings_paragraph(exc))
+        raise typer.Exit(2) from None
     if not settings.auth_enabled and not _is_loopback(host):
         fail(f"refusing to serve on {host} without TENANTS_ADMIN_TOKEN or TENANTS_READ_TOKEN", 2)
-    from service.logs import config as log_config
-
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
+    listener = _listen(host, port)
+    app = startup.Refusals(create_app(settings))
+    config = uvicorn.Config(
+        app,
         log_level=settings.log_level,
         log_config=log_config(settings.log_level, settings.log_format),
+        lifespan="on",
     )
+    server = uvicorn.Server(config)
+    logging.getLogger("service").info("listening on http://%s:%d", host, port)
+    try:
+        server.run(sockets=[listener])
+    except SystemExit:
+        if app.error is None:
+            raise
+    finally:
+        listener.close()
+    if app.error is not None:
+        startup.say(startup.paragraph(app.error, settings))
+        raise typer.Exit(1)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the HTTP port before anything starts, so a port in use is said at once and nothing is left half-made."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(2048)
+    except OSError as exc:
+        startup.say(
+            f"The service did not start: it cannot listen on {host}:{port} ({exc.strerror or exc}).\n"
+            "Another program may be using that port: stop it, or choose another with --port."
+        )
+        raise typer.Exit(1) from None
+    return listener
 
 
 @app.command()
