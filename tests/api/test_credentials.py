@@ -1,10 +1,11 @@
 """Per-tenant credentials and isolation, against a real PostgreSQL.
 
 Each tenant gets a login role named like its database; the 201 answer carries its password once, in
-``connection_url``. The tests log in with that URL. The throwaway test server uses trust authentication, so it does not
-check the password there: isolation comes from CONNECT privileges, which trust authentication still enforces
-(CONNECT is revoked from PUBLIC on every tenant database), and from grants inside the database. That the password
-is the right one is shown another way: the SCRAM verifier the server stores must match it.
+``connection_url``. The tests log in with that URL. The suite's own server (embedded) asks for the password; a server
+given by ``TENANTS_TEST_DATABASE_URL`` may trust 127.0.0.1, so these tests do not rely on it: isolation comes from
+CONNECT privileges (revoked from PUBLIC on every tenant database) and from grants inside the database, and that the
+password is the right one is shown another way: the SCRAM verifier the server stores must match it. Wrong and old
+passwords refused: tests/integration/test_embedded.py.
 """
 
 from __future__ import annotations

@@ -48,14 +48,16 @@ async def shared_acls(pg_url: str) -> AsyncIterator[None]:
             await conn.close()
 
 
-def login(url: str, role: str, database: str) -> str:
+def login(url: str, role: str, database: str, password: str | None = None) -> str:
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, f"{role}@{parts.hostname}:{parts.port}", "/" + database, "", ""))
+    user = role if password is None else f"{role}:{password}"
+    return urlunsplit((parts.scheme, f"{user}@{parts.hostname}:{parts.port}", "/" + database, "", ""))
 
 
-async def can_log_in(pg_url: str, role: str, database: str) -> bool:
+async def can_log_in(tenant_url: str, database: str) -> bool:
+    """Whether the tenant's role, with its password, may connect to ``database``."""
     try:
-        conn = await asyncpg.connect(login(pg_url, role, database))
+        conn = await asyncpg.connect(with_database(tenant_url, database))
     except asyncpg.InsufficientPrivilegeError:
         return False
     await conn.close()
@@ -79,10 +81,12 @@ async def test_a_tenant_role_logs_in_to_its_own_database_only(
     settings = make_settings(FIXTURES / "ok", revoke_connect=SHARED)
     caplog.set_level(logging.WARNING, "service.store.isolation")
     async with serve(settings) as client:
+        urls = {}
         for tenant in ("acme", "other"):
-            assert (await client.post("/tenants", json={"id": tenant})).status_code == 201
-        role = f"{settings.db_prefix}acme"
-        # The test server trusts 127.0.0.1, so the password is not what stops a login: CONNECT privileges are.
+            created = await client.post("/tenants", json={"id": tenant})
+            assert created.status_code == 201
+            urls[tenant] = created.json()["connection_url"]
+        # The role logs in with its own password: what stops it elsewhere is CONNECT privileges.
         matrix = {
             "own database": f"{settings.db_prefix}acme",
             "other tenant": f"{settings.db_prefix}other",
@@ -91,7 +95,7 @@ async def test_a_tenant_role_logs_in_to_its_own_database_only(
             "template1": "template1",
             "foreign database": foreign,
         }
-        seen = {what: await can_log_in(pg_url, role, db) for what, db in matrix.items()}
+        seen = {what: await can_log_in(urls["acme"], db) for what, db in matrix.items()}
         # A database the service does not own keeps PostgreSQL's default until its owner closes it; the start-up
         # log names it with the one-line step.
         assert seen == {what: what in ("own database", "foreign database") for what in matrix}
@@ -103,8 +107,8 @@ async def test_a_tenant_role_logs_in_to_its_own_database_only(
             await admin.execute(f'REVOKE CONNECT ON DATABASE "{foreign}" FROM PUBLIC')
         finally:
             await admin.close()
-        assert not await can_log_in(pg_url, role, foreign)
-        assert await can_log_in(pg_url, role, matrix["own database"])
+        assert not await can_log_in(urls["acme"], foreign)
+        assert await can_log_in(urls["acme"], matrix["own database"])
         # The service's own admin sessions are unaffected.
         assert (await client.get("/tenants/acme/schema")).json()["status"] == "up_to_date"
 
@@ -118,7 +122,7 @@ async def test_the_service_refuses_to_start_where_public_may_create_in_its_admin
     conn = await asyncpg.connect(pg_url)
     try:
         await conn.execute(f'CREATE DATABASE "{maintenance}"')
-        await conn.execute(f"CREATE ROLE {admin_role} LOGIN CREATEDB CREATEROLE")
+        await conn.execute(f"CREATE ROLE {admin_role} LOGIN CREATEDB CREATEROLE PASSWORD '{admin_role}-secret'")
     finally:
         await conn.close()
 
@@ -137,7 +141,8 @@ async def test_the_service_refuses_to_start_where_public_may_create_in_its_admin
             await c.close()
 
     await open_create()
-    minimum = make_settings(FIXTURES / "ok", database_url=SecretStr(login(pg_url, admin_role, maintenance)))
+    minimum_url = login(pg_url, admin_role, maintenance, f"{admin_role}-secret")
+    minimum = make_settings(FIXTURES / "ok", database_url=SecretStr(minimum_url))
     with pytest.raises(ServerInsecure, match=rf"schema public of database {maintenance}.*REVOKE CREATE ON SCHEMA"):
         async with serve(minimum):
             pass
