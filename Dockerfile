@@ -12,7 +12,8 @@ FROM python:3.11-slim
 # /data: the embedded PostgreSQL's data directory (used when TENANTS_DATABASE_URL is unset), owned by the service's
 # user so that a fresh volume mounted there is writable. /app stays root's: the service cannot change its own code or
 # migrations.
-RUN useradd --system --create-home --uid 10001 app \
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --create-home --uid 10001 --gid 10001 app \
     && mkdir /data \
     && chown app:app /data \
     && chmod 0700 /data
