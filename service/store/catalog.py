@@ -28,12 +28,13 @@ CATALOG_VERSIONS: Final = (
     "catalog_0005.sql",
     "catalog_0006.sql",
     "catalog_0007.sql",
+    "catalog_0008.sql",
 )
 _CATALOG_LOCK: Final = (0x7E4A1, 0)
 
 _COLUMNS: Final = (
     "id, name, database, state, request_sha256, database_owned, version, error, created_at, updated_at, role_owned,"
-    " server, deleted_at, step"
+    " server, deleted_at, step, adoption"
 )
 
 
@@ -57,6 +58,8 @@ class Tenant:
     deleted_at: datetime | None = None
     # The non-transactional step in flight (catalog_0006.sql), for recovery: {"op", "stage", ...}.
     step: dict[str, Any] | None = None
+    # An adopted database's state before adoption (catalog_0008.sql), which DELETE gives back.
+    adoption: dict[str, Any] | None = None
 
 
 _TENANT_FIELDS: Final = frozenset(c.strip() for c in _COLUMNS.split(","))
@@ -71,7 +74,7 @@ def tenant_of(row: asyncpg.Record) -> Tenant:
 
 def _tenant(row: asyncpg.Record | dict[str, Any]) -> Tenant:
     values = dict(row)
-    for key in ("error", "step"):
+    for key in ("error", "step", "adoption"):
         if isinstance(values.get(key), str):
             values[key] = json.loads(values[key])
     return Tenant(**values)
@@ -96,6 +99,10 @@ async def upgrade(conn: Conn) -> int:
 async def get(conn: Conn, tenant_id: str) -> Tenant | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM tenants WHERE id = $1", tenant_id)
     return None if row is None else _tenant(row)
+
+
+async def set_adoption(conn: Conn, tenant_id: str, before: dict[str, Any]) -> None:
+    await conn.execute("UPDATE tenants SET adoption = $2::jsonb WHERE id = $1", tenant_id, json.dumps(before))
 
 
 async def get_many(conn: Conn, tenant_ids: Sequence[str]) -> dict[str, Tenant]:

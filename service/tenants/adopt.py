@@ -6,8 +6,9 @@ with the expected snapshot of every version, and only an exact match with exactl
 Anything else needs an operator's ``baseline_version``.
 
 Adopting writes ``baselined`` history rows into the database (the one thing it adds: the ``_tenants`` schema) and a
-catalog row with ``database_owned = false``: the service never drops a database it did not create, neither when
-an adoption fails nor on ``DELETE``, which only forgets an adopted tenant. Existing objects and data are never
+catalog row with ``database_owned = false`` and what the database allowed before (:mod:`service.tenants.unadopt`):
+the service never drops a database it did not create, neither when an adoption fails nor on ``DELETE``, which
+gives an adopted tenant's database back as it was and forgets it. Existing objects and data are never
 touched; with ``migrate`` the pending files then run under the usual rules.
 """
 
@@ -43,7 +44,7 @@ from service.schema.expected import scratch_prefix
 from service.schema.template import template_prefix
 from service.store import catalog
 from service.store.db import LOCK_NAMESPACE, Conn, Target, sqlstate
-from service.tenants import migrate, reads
+from service.tenants import migrate, reads, unadopt
 from service.tenants.context import Context
 from service.tenants.placement import require
 from service.tenants.status import SchemaStatus, compute
@@ -319,11 +320,13 @@ class Adopter:
             detail = {"database": database, "history": level.history, "version": level.version}
             op = await catalog.begin_operation(conn, request.tenant_id, "adopt", {**detail, "inferred": level.inferred})
             try:
+                before = await unadopt.observe(tconn)
                 await self._baseline(tconn, level.baseline)
                 async with conn.transaction():
                     await catalog.insert(
                         conn, request.tenant_id, request.tenant_id, database, request.fingerprint(), server=target.name
                     )
+                    await catalog.set_adoption(conn, request.tenant_id, before)
                     await catalog.mark(conn, request.tenant_id, "ready", version=level.version)
             except ServiceError as exc:
                 await catalog.end_operation(conn, op, error_dict(exc))

@@ -8,20 +8,22 @@ forgets it. A tenant that never became ready (``failed``) has nothing to keep: i
 
 The step is recorded first (state ``deleting`` with ``tenants.step``), so a crash in the middle is finished by
 whoever next holds the tenant's lock. An adopted tenant's database was not made here (``database_owned`` is false):
-it is only forgotten, and stays on the server with its data and history, adoptable again.
+it is given back as it was before adoption (:mod:`service.tenants.unadopt`), and stays on the server with its data,
+adoptable again.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from service.errors import ConfirmationRequired, ServiceError, TenantNotDeleted, TenantNotFound
 from service.identifiers import quote_ident, validate_tenant_id
 from service.store import catalog, lifecycle
 from service.store.catalog import Tenant
-from service.store.db import Conn
-from service.tenants import backup, copies, owned
+from service.store.db import INVALID_CATALOG_NAME, Conn, PostgresError, sqlstate
+from service.tenants import backup, copies, owned, unadopt
 from service.tenants.context import Context
 from service.tenants.steps import locked, recorded
 
@@ -100,6 +102,8 @@ async def finish(ctx: Context, conn: Conn, tenant: Tenant) -> None:
     # Also for an adopted database, which stays: the service keeps no connection to what it no longer manages.
     await ctx.connections.forget(tenant.server, tenant.database)
     await owned.drop_owned(ctx, conn, tenant)
+    if not tenant.database_owned and tenant.adoption is not None:
+        await _give_back(ctx, tenant, tenant.adoption)
     ctx.failpoint("delete.after_drop")
     await backup.remove_all(ctx, conn, tenant.id)
     await catalog.remove(conn, tenant.id)
@@ -136,3 +140,17 @@ async def purge_expired(ctx: Context) -> int:
         finally:
             await lease.release()
     return purged
+
+
+async def _give_back(ctx: Context, tenant: Tenant, before: dict[str, Any]) -> None:
+    """An adopted database as it was before adoption; nothing to do when someone dropped it meanwhile."""
+    try:
+        tconn = await ctx.connect(tenant)
+    except PostgresError as exc:
+        if sqlstate(exc) == INVALID_CATALOG_NAME:
+            return
+        raise
+    try:
+        await unadopt.restore(tconn, tenant.database, before)
+    finally:
+        await tconn.close()

@@ -304,6 +304,7 @@ async def test_adoption_replay_conflicts_and_delete_forgets(
     assert r.status_code == 204, r.text
     assert (await client.get("/tenants/bare")).status_code == 404
     items = {d["name"]: d for d in (await client.get("/databases")).json()["items"]}
-    assert items[name] == entry(name, "unmanaged", "tenants", 2)  # forgotten, not dropped
-    rows = await fetch(pg_url, name, "SELECT count(*) AS n FROM _tenants.history WHERE how = 'baselined'")
-    assert rows[0]["n"] == 3
+    # Forgotten, not dropped, and given back as it was: the history schema adoption added is gone with it.
+    assert items[name] == entry(name, "unmanaged", "none", 2, inferred=True)
+    rows = await fetch(pg_url, name, "SELECT count(*) AS n FROM pg_namespace WHERE nspname = '_tenants'")
+    assert rows[0]["n"] == 0
