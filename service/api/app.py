@@ -23,7 +23,7 @@ from service.history import layouts, migrations
 from service.logs import valid_request_id
 from service.schema.drift import upkeep
 from service.store import catalog, isolation
-from service.store.budget import Budgets
+from service.store.budget import Budgets, catalog_pool_size
 from service.store.db import Server, Servers
 from service.store.embedded import EmbeddedPostgres
 from service.tenants.provisioner import Provisioner
@@ -76,8 +76,12 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         if not settings.auth_enabled:
             log.warning("no TENANTS_ADMIN_TOKEN/TENANTS_READ_TOKEN set: the API is open; serve on loopback only")
         async with _database(settings) as dsn:
-            budgets = Budgets(settings.connection_share, settings.connection_ceiling, settings.connection_wait)
-            server = Server(dsn, settings.catalog_database, settings.pool_size, budgets)
+            budgets = Budgets(
+                settings.connection_share, settings.connection_ceiling, settings.connection_wait,
+                parallel=settings.max_parallel,
+            )  # fmt: skip
+            pool_size = await catalog_pool_size(budgets, dsn, settings)
+            server = Server(dsn, settings.catalog_database, pool_size, budgets)
             try:
                 await server.open()
                 provisioner = await _provisioner(server, migration_set, settings)

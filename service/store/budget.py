@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,11 +31,14 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from service.config import DEFAULT_SERVER, Settings
 from service.errors import ConnectionBudgetTooSmall, DatabaseUnavailable
 
-# Connections a server's budget must leave beyond its pools: a migration holds one tenant connection and may need a
-# scratch database's beside it.
-MIN_FREE: Final = 2
+log = logging.getLogger(__name__)
+
+# Connections a server's budget must leave beyond its pools for one operation: a migration holds its tenant
+# connection while the expected schema is built beside it (a lock session, an admin session, the scratch database).
+MIN_FREE: Final = 4
 SETTINGS_QUERY: Final = """
 SELECT current_setting('max_connections')::int AS max_connections,
        current_setting('superuser_reserved_connections')::int
@@ -62,8 +66,10 @@ class Pressure:
 class Budget:
     """The connections this process may open to one server."""
 
-    def __init__(self, name: str, share: float, ceiling: int, wait: float) -> None:
+    def __init__(self, name: str, share: float, ceiling: int, wait: float, want_free: int = MIN_FREE) -> None:
         self.name = name
+        # Beyond the pools, what every slot busy at once may hold (see Budgets); less only warns.
+        self.want_free = max(want_free, MIN_FREE)
         self._share = share
         self._fixed = ceiling or None
         self.ceiling: int | None = self._fixed
@@ -93,7 +99,27 @@ class Budget:
                 server=self.name,
                 ceiling=self.ceiling,
             )
+        if self.ceiling is not None and self._pools + size + self.want_free > self.ceiling:
+            log.warning(
+                "server %s: the %s leaves %d connections of a ceiling of %d for tenant work, below the %d that "
+                "TENANTS_MAX_PARALLEL operations and rollout workers may hold at once; they will wait for each other "
+                "(and answer 503 after TENANTS_CONNECTION_WAIT): raise TENANTS_CONNECTION_SHARE or lower "
+                "TENANTS_MAX_PARALLEL",
+                self.name, what, self.ceiling - self._pools - size, self.ceiling, self.want_free,
+            )  # fmt: skip
         self._pools += size
+
+    def fit(self, wanted: int, *, floor: int, leave: int) -> int:
+        """A pool size up to ``wanted`` (not below ``floor``) that leaves ``leave`` for pools still to come and
+        ``want_free`` for the rest, once the ceiling is known."""
+        if self.ceiling is None:
+            return wanted
+        return min(wanted, max(floor, self.ceiling - self._pools - leave - self.want_free))
+
+    async def probe(self, dsn: str) -> None:
+        """Learn the server's limits now (one connection), if not known yet."""
+        if self.ceiling is None:
+            await (await self.connect(dsn, timeout=60)).close()
 
     def on_spent(self, reclaim: Callable[[Budget], Awaitable[bool]]) -> None:
         """``reclaim(budget)`` closes one idle connection counted here and says whether it did."""
@@ -123,8 +149,7 @@ class Budget:
     async def pool(self, dsn: str, what: str, *, max_size: int, **kwargs: Any) -> asyncpg.Pool:
         """An asyncpg pool reserved at ``max_size`` (learning the server's limits first, on a connection of the
         budget's own). Raises ConnectionBudgetTooSmall, and what asyncpg raises."""
-        if self.ceiling is None:
-            await (await self.connect(dsn, timeout=kwargs.get("timeout", 60))).close()
+        await self.probe(dsn)
         self.reserve_pool(max_size, what)
         try:
             pool: asyncpg.Pool = await asyncpg.create_pool(dsn, max_size=max_size, **kwargs)
@@ -197,16 +222,36 @@ def endpoint(dsn: str) -> str:
 class Budgets:
     """One :class:`Budget` per server endpoint, shared by the catalog's server and a tenant server at one address."""
 
-    def __init__(self, share: float = 1.0, ceiling: int = 0, wait: float = 5.0) -> None:
+    def __init__(self, share: float = 1.0, ceiling: int = 0, wait: float = 5.0, *, parallel: int = 0) -> None:
+        """``parallel``: TENANTS_MAX_PARALLEL. Each running operation and each rollout worker (as many) may hold a
+        catalog session of its own and a tenant connection: 2 x parallel beyond the pools, plus one operation's
+        MIN_FREE, is what a server's budget should leave."""
         self._share, self._ceiling, self._wait = share, ceiling, wait
+        self._want_free = 2 * parallel + MIN_FREE
         self._by_endpoint: dict[str, Budget] = {}
 
     def of(self, dsn: str, name: str) -> Budget:
         key = endpoint(dsn)
         found = self._by_endpoint.get(key)
         if found is None:
-            found = self._by_endpoint[key] = Budget(name, self._share, self._ceiling, self._wait)
+            found = self._by_endpoint[key] = Budget(name, self._share, self._ceiling, self._wait, self._want_free)
         return found
 
     def all(self) -> list[Budget]:
         return list(self._by_endpoint.values())
+
+
+async def catalog_pool_size(budgets: Budgets, dsn: str, settings: Settings) -> int:
+    """``TENANTS_POOL_SIZE`` when set; by default its default shrunk (not below ``max_parallel + 1``) to what the
+    server's budget leaves beside the admin pool of a tenant server at the same address: a small server then runs
+    with defaults. A server that does not answer keeps the default (opening the catalog reports it)."""
+    if "pool_size" in settings.model_fields_set:
+        return settings.pool_size
+    budget = budgets.of(dsn, DEFAULT_SERVER)
+    try:
+        await budget.probe(dsn)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return settings.pool_size
+    admin_pool = settings.max_parallel + 1
+    here = not settings.server_specs or any(endpoint(s.url) == endpoint(dsn) for s in settings.server_specs)
+    return budget.fit(settings.pool_size, floor=settings.max_parallel + 1, leave=admin_pool if here else 0)

@@ -11,7 +11,7 @@ import asyncio
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -22,7 +22,9 @@ from service.config import Settings
 from service.store.db import with_database
 from service.store.embedded import EmbeddedPostgres
 from tests.conftest import running
+from tests.drift_support import app_running, provisioner_of
 
+MakeSettings = Callable[..., Settings]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "migrations"
 TENANTS = 500
 
@@ -123,9 +125,11 @@ async def test_500_tenants_by_status_on_40_connections(small_server: str, budget
         ready = await client.get("/readyz")
         assert ready.status_code == 200, ready.text
         (budget,) = ready.json()["connections"]
-        # 40 - 3 reserved for superusers, half of it: 18, of which the catalog pool (10) and admin pool (5).
+        # 40 - 3 reserved for superusers, half of it: 18; the catalog pool shrinks from its default 10 to 5 (the
+        # service's defaults fit a small server), the admin pool holds 5: 8 for the rest.
         assert budget["max_connections"] == 40
         assert budget["ceiling"] == 18
+        assert budget["reserved"] == 10
         assert budget["refused"] == 0
         # The service's own backends never passed its ceiling (the watcher's session is not among them).
         assert seen
@@ -138,3 +142,34 @@ async def test_500_tenants_by_status_on_40_connections(small_server: str, budget
             if (await backends(small_server, budget_settings.db_prefix))[1] == 0:
                 break
         assert (await backends(small_server, budget_settings.db_prefix))[1] == 0
+
+
+async def test_a_spent_budget_waits_then_answers_503_and_readyz_says_so(make_settings: MakeSettings) -> None:
+    # Pools of 3 (catalog) and 3 (admin, max_parallel + 1), and 4 for everything else.
+    settings = make_settings(
+        FIXTURES / "ok", pool_size=3, max_parallel=2, connection_ceiling=10, connection_wait=0.5, tenant_connections=0
+    )
+    async with app_running(settings) as (app, client):
+        assert (await client.post("/tenants", json={"id": "acme"})).status_code == 201
+        budget = provisioner_of(app).server.budget
+        url = settings.database_url.get_secret_value()  # type: ignore[union-attr]
+        held = [await budget.connect(url) for _ in range(4)]
+        try:
+            waiting = asyncio.create_task(client.get("/tenants/acme/schema"))
+            await asyncio.sleep(0.2)
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503, ready.text
+            assert ready.json()["reason"] == "connection_budget"
+            r = await waiting
+            assert r.status_code == 503, r.text
+            assert r.json()["code"] == "database_unavailable"
+            assert r.json()["reason"] == "connection_budget"
+            assert "connection budget of server default spent: 10 of 10" in r.json()["detail"]
+        finally:
+            for conn in held:
+                await conn.close()
+        assert (await client.get("/tenants/acme/schema")).status_code == 200
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        (pressure,) = ready.json()["connections"]
+        assert (pressure["ceiling"], pressure["reserved"], pressure["refused"]) == (10, 6, 1)
