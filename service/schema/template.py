@@ -228,6 +228,9 @@ class Template:
         started = time.perf_counter()
         temp = f"{self.name}_{secrets.token_hex(3)}"
         await admin.execute(f"CREATE DATABASE {quote_ident(temp)} TEMPLATE template0")
+        # Nobody but the builder may log in while it is built (on PostgreSQL <= 14 PUBLIC could also create in
+        # its schema public, and what it made there would be copied into every tenant).
+        await admin.execute(f"REVOKE CONNECT ON DATABASE {quote_ident(temp)} FROM PUBLIC")
         self.builds += 1
         try:
             conn = await self.connect(temp, server_settings=self.server_settings)
