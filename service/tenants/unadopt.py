@@ -3,7 +3,7 @@
 Adoption adds to a foreign database the ``_tenants`` schema (its history), and a later rotation the tenant's role
 with its grants and default privileges, ``CONNECT`` revoked from ``PUBLIC`` and, on PostgreSQL 14 and older,
 ``CREATE`` on schema ``public`` revoked from ``PUBLIC``. What the database allowed before is recorded in the catalog
-when it is adopted (:func:`observe`, ``tenants.adoption``); ``DELETE`` drops the role and its grants
+when it is adopted (:func:`observe`, ``tenants.adoption``, catalog_0008); ``DELETE`` drops the role and its grants
 (``owned.drop_owned``), then :func:`restore` drops ``_tenants`` unless it was there before and gives ``PUBLIC``
 back what it had.
 
