@@ -344,3 +344,26 @@ async def test_tool_table_can_be_turned_off(
         assert await conn.fetchval("SELECT count(*) FROM users") == 0
     finally:
         await conn.close()
+
+
+async def test_another_tools_table_of_the_same_name_is_refused(
+    make_settings: Callable[..., Settings],
+    serve: Callable[[Settings], AbstractAsyncContextManager[httpx.AsyncClient]],
+    pg_url: str,
+    tag: str,
+) -> None:
+    """dbmate's schema_migrations where a golang-migrate folder expects golang-migrate's: 409, not a 500."""
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "ref{tag}_dbmate"')
+    finally:
+        await admin.close()
+    url = with_database(pg_url, f"ref{tag}_dbmate")
+    await asyncio.to_thread(
+        psql, url, "-c", "CREATE TABLE schema_migrations (version varchar PRIMARY KEY); INSERT INTO schema_migrations "
+        "VALUES ('20240101120000')"
+    )  # fmt: skip
+    async with serve(make_settings(LAYOUTS / "golang-migrate")) as client:
+        r = await client.post("/tenants/other/adopt", json={"database": f"ref{tag}_dbmate"})
+        assert (r.status_code, r.json()["code"]) == (409, "history_mismatch"), r.text
+        assert "not as golang-migrate writes it" in r.json()["detail"], r.text

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Final, Protocol
 
+from service.errors import HistoryMismatch
 from service.history.migrations import Migration, MigrationSet
 from service.history.tooltables import dbmate, flyway, golang_migrate, goose, prisma
-from service.store.db import Conn
+from service.store.db import Conn, PostgresError, is_unavailable
 
 
 class ToolTable(Protocol):
@@ -54,4 +55,16 @@ async def read(conn: Conn, migrations: MigrationSet) -> tuple[Migration, ...] | 
     """The files the layout's tool table records as applied; ``None`` when the layout has none or the database
     lacks it. Raises HistoryMismatch (see the module docstring)."""
     table = TABLES.get(migrations.layout)
-    return None if table is None else await table.read(conn, migrations)
+    if table is None:
+        return None
+    try:
+        return await table.read(conn, migrations)
+    except PostgresError as exc:
+        if is_unavailable(exc):
+            raise
+        # e.g. dbmate's schema_migrations where golang-migrate's is expected: not a history this folder wrote.
+        raise HistoryMismatch(
+            f"{migrations.layout}'s history table is not as {migrations.layout} writes it: {exc}",
+            tool=migrations.layout,
+            sqlstate=getattr(exc, "sqlstate", None),
+        ) from exc
