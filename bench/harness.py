@@ -42,10 +42,10 @@ async def database_server() -> AsyncIterator[tuple[str, str]]:
         embedded.stop()
 
 
-def settings_for(dsn: str, tag: str) -> Settings:
+def settings_for(dsn: str, tag: str, migrations: Path = ROOT / "migrations") -> Settings:
     return Settings(
         database_url=dsn,  # type: ignore[arg-type]
-        migrations_dir=ROOT / "migrations",
+        migrations_dir=migrations,
         catalog_database=f"bench_{tag}",
         db_prefix=f"b{tag}_",
     )

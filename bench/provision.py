@@ -1,10 +1,13 @@
 """Latency of one POST /tenants with the default history, against the in-process asyncpg limit, interleaved.
 
 The limit is the least work any implementation must do for the same tenant: CREATE DATABASE, connect, one
-transaction per chain segment sending each file as one query, the history rows and the seed. The service is
-measured through real HTTP (uvicorn on a loopback port), so its figure includes the HTTP stack and the catalog.
+transaction per chain segment sending each file as one query, the history rows (and drizzle's, for a Drizzle Kit
+folder) and the seed. A file that COMMITs half-way runs as the file says: each transactional part one query in a
+transaction, each statement after a COMMIT alone. The service is measured through real HTTP (uvicorn on a loopback
+port), so its figure includes the HTTP stack and the catalog.
 
     python -m bench.provision [--runs 20]            # embedded, durable cluster in a temp dir
+    python -m bench.provision --files 300            # a generated 300-file Drizzle project (bench/history300.py)
     TENANTS_DATABASE_URL=postgresql://... python -m bench.provision
 
 Prints medians and the ratio; paste them into bench/RESULTS.md.
@@ -16,13 +19,16 @@ import argparse
 import asyncio
 import json
 import statistics
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import asyncpg
 import httpx
 
 from bench.harness import ROOT, database_server, drop_databases, running_service, settings_for
+from bench.history300 import generate
 from service.history import migrations
 from service.identifiers import quote_ident
 from service.store.db import with_database
@@ -35,20 +41,15 @@ async def limit_once(dsn: str, ms: migrations.MigrationSet, name: str) -> float:
     await admin.execute(f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0")
     await admin.close()
     conn = await asyncpg.connect(with_database(dsn, name))
+    await conn.execute(_TABLES)
     for batch in migrations.plan(ms.migrations, seed=True):
+        if not batch.transactional:
+            await _parts(conn, batch.migrations[0])
+            continue
         async with conn.transaction():
-            await conn.execute(
-                "CREATE SCHEMA IF NOT EXISTS h; CREATE TABLE IF NOT EXISTS h.v (v int, name text, sha text, ms float8)"
-            )
             for m in batch.migrations:
                 await conn.execute("\n;\n".join(s.sql for s in m.statements))
-            # One JSON parameter, as the service does: arrays of int4/float8 would cost a type lookup per new
-            # connection (about 10 ms) that the limit must not pay.
-            await conn.execute(
-                "INSERT INTO h.v SELECT * FROM jsonb_to_recordset($1::text::jsonb)"
-                " AS r(v int, name text, sha text, ms float8)",
-                json.dumps([{"v": m.version, "name": m.name, "sha": m.sha256, "ms": 0.0} for m in batch.migrations]),
-            )
+            await _rows(conn, batch.migrations)
             if batch.seed:
                 await conn.execute(
                     "SELECT set_config('tenant.id', $1, true), set_config('tenant.name', $1, true),"
@@ -61,16 +62,64 @@ async def limit_once(dsn: str, ms: migrations.MigrationSet, name: str) -> float:
     return time.perf_counter() - started
 
 
-async def main(runs: int) -> None:
+_TABLES = """CREATE SCHEMA h; CREATE TABLE h.v (v int, name text, sha text, ms float8);
+             CREATE SCHEMA d; CREATE TABLE d.m (id serial PRIMARY KEY, hash text NOT NULL, created_at bigint)"""
+
+
+async def _rows(conn: asyncpg.Connection, done: tuple[migrations.Migration, ...]) -> None:
+    """History rows, and drizzle's, in one statement. One JSON parameter, as the service does: arrays of
+    int4/float8 would cost a type lookup per new connection (about 10 ms) that the limit must not pay."""
+    await conn.execute(
+        "WITH r AS (SELECT * FROM jsonb_to_recordset($1::text::jsonb)"
+        " AS r(v int, name text, sha text, ms float8, hash text, at bigint)),"
+        " h AS (INSERT INTO h.v SELECT v, name, sha, ms FROM r)"
+        " INSERT INTO d.m (hash, created_at) SELECT hash, at FROM r WHERE at IS NOT NULL ORDER BY v",
+        json.dumps(
+            [
+                {
+                    "v": m.version,
+                    "name": m.name,
+                    "sha": m.sha256,
+                    "ms": 0.0,
+                    "hash": m.drizzle_hash,
+                    "at": m.drizzle_when,
+                }
+                for m in done
+            ]
+        ),
+    )
+
+
+def _row(m: migrations.Migration) -> dict[str, object]:
+    return {"v": m.version, "name": m.name, "sha": m.sha256, "ms": 0.0, "hash": m.drizzle_hash, "at": m.drizzle_when}
+
+
+async def _parts(conn: asyncpg.Connection, m: migrations.Migration) -> None:
+    """A file as it says: transactional parts in a transaction each, the rest one statement at a time."""
+    for part in m.parts:
+        if part.transactional:
+            async with conn.transaction():
+                await conn.execute("\n;\n".join(s.sql for s in part.statements))
+                if part is m.parts[-1]:
+                    await _rows(conn, (m,))
+            continue
+        for stmt in part.statements:
+            await conn.execute(stmt.sql)
+        if part is m.parts[-1]:
+            await _rows(conn, (m,))
+
+
+async def main(runs: int, files: int | None) -> None:
     tag = uuid.uuid4().hex[:6]
-    ms = migrations.load(ROOT / "migrations")
+    folder = ROOT / "migrations" if files is None else generate(Path(tempfile.mkdtemp(prefix="history-")), files)
+    ms = migrations.load(folder)
     service_s: list[float] = []
     limit_s: list[float] = []
     made: list[str] = [f"bench_{tag}"]
     async with database_server() as (dsn, version):
         try:
             async with (
-                running_service(settings_for(dsn, tag)) as url,
+                running_service(settings_for(dsn, tag, folder)) as url,
                 httpx.AsyncClient(base_url=url, timeout=120) as client,
             ):
                 for i in range(runs):  # interleaved: the machine's noise hits both alike
@@ -95,4 +144,6 @@ async def main(runs: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20)
-    asyncio.run(main(parser.parse_args().runs))
+    parser.add_argument("--files", type=int, default=None, help="a generated Drizzle project of this many files")
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.files))

@@ -163,8 +163,8 @@ class Settings(BaseSettings):
     )
     journal: Literal["strict", "ignore"] = Field(
         default="strict",
-        description="strict: refuse to start when <migrations_dir>/meta/_journal.json disagrees with the files; "
-        "ignore: run from the files alone.",
+        description="strict: a folder with meta/_journal.json runs the journal's entries in journal order, and the "
+        "service refuses to start on a journal problem; ignore: run the folder as NNNN_name.sql files, journal unread.",
     )
     layout: Literal["auto", "nnnn", "drizzle", "golang-migrate", "flyway", "dbmate", "goose", "prisma"] = Field(
         default="auto",

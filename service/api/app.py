@@ -73,6 +73,8 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
             journal=settings.journal,
             tool_table=settings.tool_table,
         )
+        for warning in migration_set.warnings:
+            log.warning("migrations: %s", warning)
         if not settings.auth_enabled:
             log.warning("no TENANTS_ADMIN_TOKEN/TENANTS_READ_TOKEN set: the API is open; serve on loopback only")
         async with _database(settings) as dsn:

@@ -83,6 +83,7 @@ def migration_set(ms: MigrationSet) -> schemas.MigrationsOut:
             )
             for m in ms.migrations
         ],
+        warnings=list(ms.warnings),
     )
 
 

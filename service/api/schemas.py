@@ -270,6 +270,10 @@ class MigrationOut(BaseModel):
 class MigrationsOut(BaseModel):
     latest_version: int | None
     items: list[MigrationOut]
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Files in the folder that never run: for a Drizzle Kit folder, those its journal does not list.",
+    )
 
 
 class EventOut(BaseModel):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from service.errors import MigrationSetInvalid
-from service.history import journal, layouts, lint, migrations
+from service.history import journal, layouts, lint, migrations, nnnn
 
 SUM_FILE: Final = "tenants.sum"
 _PREFIX: Final = "h1:"
@@ -59,8 +59,8 @@ class Report:
     linted: tuple[str, ...] = ()
 
     def exit_code(self, *, lint: bool) -> int:
-        """1 on any error, and with ``lint`` on any warning; else 0."""
-        return 1 if self.errors or (lint and self.warnings) else 0
+        """1 on any error, and with ``lint`` on any lint finding; else 0 (files a journal leaves out only warn)."""
+        return 1 if self.errors or (lint and any(w.kind == "lint" for w in self.warnings)) else 0
 
 
 def check(directory: Path, *, lint_new: bool = False) -> Report:
@@ -73,7 +73,7 @@ def check(directory: Path, *, lint_new: bool = False) -> Report:
         raise FileNotFoundError(f"{directory}: migrations folder not found")
     names = _sql_files(directory)
     drizzle = (directory / journal.JOURNAL).is_file()
-    errors = _file_problems(directory) + _journal_problems(directory, names)
+    errors, notes = _file_problems(directory)
     if drizzle:
         errors += _bom_problems(directory, names)
     journal_state: JournalState = "ok" if drizzle else "absent"
@@ -84,7 +84,7 @@ def check(directory: Path, *, lint_new: bool = False) -> Report:
     sum_errors = [] if pinned is None else _sum_problems(pinned, hashes)
     sum_state: SumState = "absent" if pinned is None else ("mismatch" if sum_errors else "ok")
     new = [n for n in names if pinned is None or n not in pinned.files]
-    warnings = _lint(directory, new) if lint_new else []
+    warnings = notes + (_lint(directory, new) if lint_new else [])
     return Report(
         directory=directory,
         files=len(names),
@@ -129,12 +129,18 @@ def human(report: Report) -> str:
         f"{SUM_FILE} {_SUM_TEXT[report.sum]}"
     ]
     lines += [f"error: {f.message}" for f in report.errors]
-    lines += [f"warning: {f.file}:{f.line}: {f.message}" for f in report.warnings]
+    lines += [f"warning: {_where(f)}{f.message}" for f in report.warnings]
     if report.linted:
         lines.append(f"linted {len(report.linted)} new file(s): {', '.join(report.linted)}")
     counts = f"{len(report.errors)} problem(s), {len(report.warnings)} warning(s)"
     lines.append(counts if report.errors or report.warnings else "ok")
     return "\n".join(lines)
+
+
+def _where(finding: Finding) -> str:
+    if finding.file is None or finding.message.startswith(finding.file):
+        return ""
+    return f"{finding.file}:{finding.line}: " if finding.line is not None else f"{finding.file}: "
 
 
 def as_dict(report: Report) -> dict[str, object]:
@@ -230,16 +236,19 @@ def _sql_files(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.is_file() and p.suffix.lower() == ".sql")
 
 
-def _file_problems(directory: Path) -> list[Finding]:
-    try:
-        layouts.load(directory, journal="ignore")
-    except MigrationSetInvalid as exc:
-        return [Finding("files", p) for p in exc.problems]
-    return []
-
-
-def _journal_problems(directory: Path, names: Sequence[str]) -> list[Finding]:
-    return [Finding("journal", p) for p in journal.problems(directory, names)]
+def _file_problems(directory: Path) -> tuple[list[Finding], list[Finding]]:
+    """What stops the service from loading the folder (as it loads it: a journal is the truth), and the files a
+    journal leaves out, as warnings naming them."""
+    if layouts.detect(directory) not in ("nnnn", "drizzle"):
+        try:
+            layouts.load(directory)
+        except MigrationSetInvalid as exc:
+            return [Finding("files", p) for p in exc.problems], []
+        return [], []
+    _, found = migrations.inspect(directory)
+    errors = [Finding("files", p) for p in found.problems] + [Finding("journal", p) for p in found.journal]
+    warnings = [Finding("journal", w, w.split(" ", 1)[0]) for w in found.warnings]
+    return errors, warnings
 
 
 def _bom_problems(directory: Path, names: Sequence[str]) -> list[Finding]:
@@ -253,7 +262,7 @@ def _bom_problems(directory: Path, names: Sequence[str]) -> list[Finding]:
 
 def _lint(directory: Path, names: Sequence[str]) -> list[Finding]:
     targets = [(directory / n, _transactional(directory / n)) for n in names]
-    found = lint.lint([t for t in targets if migrations.FILE_PATTERN.fullmatch(t[0].name)])
+    found = lint.lint([t for t in targets if nnnn.FILE_PATTERN.fullmatch(t[0].name)])
     return [Finding("lint", f"{f.rule}: {f.message}", f.file, f.line, f.rule) for f in found]
 
 

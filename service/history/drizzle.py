@@ -14,6 +14,7 @@ unknown rows as matching the files.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,3 +93,35 @@ def _applied(migration: Migration, row: DrizzleRow) -> Applied:
         duration_ms=0.0,
         how="applied",
     )
+
+
+async def ensure(conn: Conn, *, schema: str = SCHEMA, table: str = TABLE) -> None:
+    """drizzle's table, created as drizzle-orm's pg migrator creates it."""
+    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+    await conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {quote_ident(schema)}.{quote_ident(table)} "
+        "(id SERIAL PRIMARY KEY, hash text NOT NULL, created_at bigint)"
+    )
+
+
+async def record(conn: Conn, done: Sequence[Migration], *, schema: str = SCHEMA, table: str = TABLE) -> None:
+    """drizzle's rows for ``done``, in order, as drizzle writes them: the raw file's sha256 and the journal's
+    ``when``; inside the caller's transaction, so they commit with the files. Files of no journal get none."""
+    rows = [{"hash": m.drizzle_hash, "created_at": m.drizzle_when} for m in done if m.drizzle_when is not None]
+    if not rows:
+        return
+    await conn.execute(
+        f"""INSERT INTO {quote_ident(schema)}.{quote_ident(table)} (hash, created_at)
+            SELECT r.hash, r.created_at
+            FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS e(item, n),
+                 jsonb_to_record(e.item) AS r(hash text, created_at bigint)
+            ORDER BY e.n""",
+        json.dumps(rows),
+    )
+
+
+async def ensure_and_record(conn: Conn, done: Sequence[Migration]) -> None:
+    """:func:`ensure` then :func:`record`, when any of ``done`` comes from a journal."""
+    if any(m.drizzle_when is not None for m in done):
+        await ensure(conn)
+        await record(conn, done)

@@ -31,3 +31,15 @@ CREATE TABLE IF NOT EXISTS _tenants.repairs (
 -- version there; NULL for NNNN and Drizzle folders. Readers take them through to_jsonb, so a table from before
 -- these columns reads as NULL.
 ALTER TABLE _tenants.history ADD COLUMN IF NOT EXISTS tool text, ADD COLUMN IF NOT EXISTS tool_version text;
+-- A file that runs in parts (its own COMMIT, or outside any transaction) while it is unfinished: the last part
+-- and statement committed. A row here means the file is half-applied: status names it, and the next migrate
+-- resumes after that statement. The row goes when the file's history row comes, in the same transaction.
+CREATE TABLE IF NOT EXISTS _tenants.progress (
+    version       integer PRIMARY KEY,
+    file          text NOT NULL,
+    sha256        text NOT NULL,
+    part          integer NOT NULL,
+    parts         integer NOT NULL,
+    statement     integer NOT NULL,
+    updated_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);

@@ -1,9 +1,11 @@
-"""Drizzle Kit's ``meta/_journal.json``, checked against the ``.sql`` files beside it (pure, standard library only).
+"""Drizzle Kit's ``meta/_journal.json``: its entries, and what about it would make drizzle behave unlike us.
 
-drizzle-kit reads the *journal*, not the folder: a file without an entry is never applied by it, an entry without
-a file makes it fail, and ``drizzle-kit migrate`` skips every entry whose ``when`` is not later than the newest
-one the database already has. A folder whose journal disagrees with its files therefore means something different
-to drizzle than to this service, so by default the service refuses to start on it (``TENANTS_JOURNAL=strict``).
+drizzle-kit reads the *journal*, not the folder: it runs the entries in journal order, fails on an entry without
+its file, never runs a file without an entry, and ``drizzle-kit migrate`` skips every entry whose ``when`` is not
+later than the newest one the database already has. Every journal drizzle-kit has written is read: dialect
+``"pg"`` (drizzle-kit before 0.21, journal versions 5 and 6) or ``"postgresql"`` (version 7), entries with or
+without their own ``version`` and ``breakpoints`` (drizzle splits on breakpoints whatever the flag says).
+``idx`` is drizzle-kit's counter for the next file's number; drizzle never reads it, and neither do we.
 
 Each problem names the file or entry it is about, and every problem is reported, not only the first.
 """
@@ -11,7 +13,6 @@ Each problem names the file or entry it is about, and every problem is reported,
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,12 +20,13 @@ from pathlib import Path
 from typing import Any, Final
 
 JOURNAL: Final = "meta/_journal.json"
-_VERSION: Final = re.compile(r"^(\d+)_")
+# "pg" is what drizzle-kit wrote before it renamed the dialect (0.21).
+DIALECTS: Final = ("postgresql", "pg")
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    idx: int
+    idx: int | None
     when: int
     tag: str
     breakpoints: bool = True
@@ -56,13 +58,13 @@ def read(directory: Path) -> tuple[Journal | None, list[str]]:
         return None, [f'{JOURNAL}: expected an object with an "entries" list']
     problems: list[str] = []
     dialect = data.get("dialect")
-    if dialect is not None and dialect != "postgresql":
-        problems.append(f'{JOURNAL}: dialect is "{dialect}", expected "postgresql"')
+    if dialect is not None and dialect not in DIALECTS:
+        problems.append(f'{JOURNAL}: dialect is "{dialect}", expected "postgresql" (or "pg", its older name)')
     entries: list[Entry] = []
     for position, raw in enumerate(data["entries"]):
         entry = _entry(raw)
         if entry is None:
-            problems.append(f"{JOURNAL}: entry #{position} needs an integer idx and when and a string tag")
+            problems.append(f"{JOURNAL}: entry #{position} needs an integer when and a string tag")
         else:
             entries.append(entry)
     return Journal(tuple(entries)), problems
@@ -73,17 +75,19 @@ def _entry(raw: Any) -> Entry | None:
         return None
     idx, when, tag = raw.get("idx"), raw.get("when"), raw.get("tag")
     # bool is an int subclass: true/false in the JSON are not numbers.
-    if not isinstance(idx, int) or not isinstance(when, int) or isinstance(idx, bool) or isinstance(when, bool):
+    if not isinstance(when, int) or isinstance(when, bool):
         return None
+    if not isinstance(idx, int) or isinstance(idx, bool):
+        idx = None
     if not isinstance(tag, str) or not tag:
         return None
     return Entry(idx=idx, when=when, tag=tag, breakpoints=raw.get("breakpoints") is not False)
 
 
 def check(journal: Journal, files: Iterable[str]) -> list[str]:
-    """Compare the journal with the migration file names; ``[]`` when drizzle would see what we see.
+    """What would make drizzle fail or skip a file; ``[]`` when it runs every entry, in journal order.
 
-    Every file needs an entry and every entry its file; ``idx`` and ``when`` must increase with the version.
+    Every entry needs its file and a tag of its own, and ``when`` must increase along the journal.
     """
     present = set(files)
     problems: list[str] = []
@@ -94,12 +98,17 @@ def check(journal: Journal, files: Iterable[str]) -> list[str]:
         seen.add(entry.tag)
         if entry.file not in present:
             problems.append(f"{JOURNAL} lists {entry.tag} but {entry.file} does not exist")
-    listed = {e.file for e in journal.entries}
-    problems.extend(f"{name} is not in {JOURNAL}" for name in sorted(present - listed))
-    ordered = sorted((e for e in journal.entries if e.file in present), key=_version)
-    problems.extend(_not_increasing(ordered, "idx", str))
-    problems.extend(_not_increasing(ordered, "when", _when_text))
+    problems.extend(_not_increasing([e for e in journal.entries if e.file in present], "when", _when_text))
     return problems
+
+
+def orphans(journal: Journal, files: Iterable[str]) -> list[str]:
+    """Warnings naming the ``.sql`` files the journal does not list: drizzle never runs them, nor do we."""
+    listed = {e.file for e in journal.entries}
+    return [
+        f"{name} is not in {JOURNAL}: it is never run (drizzle-kit runs only the journal's entries)"
+        for name in sorted(set(files) - listed)
+    ]
 
 
 def problems(directory: Path, files: Iterable[str]) -> list[str]:
@@ -110,13 +119,8 @@ def problems(directory: Path, files: Iterable[str]) -> list[str]:
     return found + check(journal, files)
 
 
-def _version(entry: Entry) -> tuple[int, str]:
-    match = _VERSION.match(entry.tag)
-    return (int(match[1]) if match else -1, entry.tag)
-
-
 def _not_increasing(ordered: Sequence[Entry], field: str, show: Any) -> list[str]:
-    """Entries whose value is not above every earlier version's: drizzle compares with the newest seen."""
+    """Entries whose value is not above every earlier entry's: drizzle compares with the newest seen."""
     out: list[str] = []
     top: Entry | None = None
     for entry in ordered:

@@ -1,43 +1,43 @@
-"""The migration set on disk: ``NNNN_name.sql`` files in Drizzle Kit's format, loaded once and frozen.
+"""The migration set: files as their tool wrote them, loaded once and frozen; and the plan of transactions.
 
-A file is split on ``--> statement-breakpoint`` exactly as drizzle-orm's migrator does. Its ``sha256`` is taken
-over the text with a leading BOM dropped and CRLF normalised to LF, so a checkout's line endings never change
-it; ``drizzle_hash`` is drizzle's own (sha256 of the raw bytes) for reading databases drizzle migrated.
-Loading collects *every* problem before failing, so an operator fixes the folder in one pass.
+The layout of a folder decides which files run and in what order: a Drizzle Kit folder (``meta/_journal.json``)
+runs its journal's entries in journal order (:mod:`service.history.drizzle_kit`), any other folder its
+``NNNN_name.sql`` files in number order (:mod:`service.history.nnnn`). Each loader hands a file's text to
+:func:`build`, which is common to every layout: statements, transaction parts, hashes.
+
+A file is split on ``--> statement-breakpoint`` exactly as drizzle-orm's migrator does; a file without
+breakpoints, and one that controls its own transactions, is split further into single statements by
+PostgreSQL's own parser, so an error names its own statement and line. Its ``sha256`` is taken over the text with
+a leading BOM dropped and CRLF normalised to LF, so a checkout's line endings never change it; ``drizzle_hash``
+is drizzle's own (sha256 of the raw bytes). Loading collects *every* problem before failing, so an operator fixes
+the folder in one pass; warnings (files a journal does not list) never stop it.
 
 Where we differ from drizzle, on purpose (tests/integration/test_drizzle.py runs the real thing): chunks are sent
 trimmed and empty ones skipped (drizzle sends them as they are, to the same effect); a CRLF file's chunks are sent
 with LF, which changes only multi-line string literals; a leading BOM is dropped, where drizzle sends it and the
-server rejects the first statement (``tenantctl check`` flags a BOM in a journaled folder).
+server rejects the first statement (``tenantctl check`` flags a BOM in a journaled folder); after a file's
+``COMMIT`` drizzle runs the rest of the whole chain in autocommit, where the service opens a new transaction at
+the next file.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
 from service.errors import MigrationSetInvalid
-from service.history import journal as drizzle_journal
+from service.history import parts as file_parts
 from service.history import statements
 from service.history.origin import Origin
+from service.history.parts import NO_TRANSACTION_MARKER, Part, Statement
+
+__all__ = ["NO_TRANSACTION_MARKER", "Part", "Statement"]
 
 BREAKPOINT: Final = "--> statement-breakpoint"
-NO_TRANSACTION_MARKER: Final = "-- tenants:no-transaction"
-FILE_PATTERN: Final = re.compile(r"^(?P<version>\d{4,})_(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)\.sql$")
 _BOM: Final = "\ufeff"
-
-
-@dataclass(frozen=True, slots=True)
-class Statement:
-    """One statement as it is sent to the server, with where it starts in its file (1-based line)."""
-
-    number: int
-    line: int
-    sql: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +57,24 @@ class Migration(SqlFile):
     commits_after: bool = False
     # Set for a folder another tool wrote (golang-migrate, Flyway, dbmate, goose, Prisma): see history/layouts.
     origin: Origin | None = None
+    # The file's transactions as written in it (BEGIN/COMMIT, the no-transaction marker); one part for most files.
+    parts: tuple[Part, ...] = ()
+    # The journal entry's `when` (ms) of a Drizzle Kit file: drizzle's own history row gets it as created_at.
+    drizzle_when: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.parts:  # built elsewhere (history/layouts): the file is one part, as its mode says
+            object.__setattr__(self, "parts", (Part(1, self.transactional, self.statements),))
 
 
 @dataclass(frozen=True, slots=True)
 class MigrationSet:
     migrations: tuple[Migration, ...]
     seeds: tuple[SqlFile, ...] = ()
-    # The folder's layout (history/layouts): "nnnn" for NNNN_name.sql and Drizzle Kit, else the tool's name.
+    # The folder's layout (history/layouts): "nnnn", "drizzle", or the tool's name.
     layout: str = "nnnn"
+    # Files present but never run (not in the journal): shown by GET /migrations and tenantctl check.
+    warnings: tuple[str, ...] = ()
     by_version: dict[int, Migration] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -82,11 +92,23 @@ class MigrationSet:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Files that run together: in one transaction, or (``transactional=False``) one file alone, outside any."""
+    """Files that run together: in one transaction, or (``transactional=False``) one file alone, part by part."""
 
     transactional: bool
     migrations: tuple[Migration, ...]
     seed: bool = False
+
+
+@dataclass(slots=True)
+class Findings:
+    """What loading a folder found: problems stop the start, journal problems are the journal's, warnings don't."""
+
+    problems: list[str] = field(default_factory=list)
+    journal: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def all_problems(self) -> list[str]:
+        return self.problems + self.journal
 
 
 def normalise(raw: bytes) -> str:
@@ -120,7 +142,8 @@ def split_statements(text: str, *, single: bool = False) -> tuple[Statement, ...
     return tuple(out)
 
 
-def _read(path: Path, problems: list[str]) -> tuple[bytes, str] | None:
+def read_text(path: Path, problems: list[str]) -> tuple[bytes, str] | None:
+    """A file's raw bytes and normalised text; ``None`` (with the problem noted) when empty or not UTF-8."""
     raw = path.read_bytes()
     try:
         text = normalise(raw)
@@ -133,24 +156,26 @@ def _read(path: Path, problems: list[str]) -> tuple[bytes, str] | None:
     return raw, text
 
 
-def _load_migration(path: Path, version: int, name: str, problems: list[str]) -> Migration | None:
-    read = _read(path, problems)
+def build(
+    path: Path, version: int, name: str, problems: list[str], *, drizzle_when: int | None = None
+) -> Migration | None:
+    """One migration file, whatever its layout; ``None`` (with its problems noted) when it cannot run."""
+    read = read_text(path, problems)
     if read is None:
         return None
     raw, text = read
-    transactional = runs_in_transaction(text)
-    stmts = split_statements(text, single=not transactional)
+    starts_in_transaction = runs_in_transaction(text)
+    # A file without breakpoints holding several statements is split, so that an error names its own statement.
+    stmts = split_statements(text, single=BREAKPOINT not in text and len(statements.split(text)) > 1)
+    kinds = [statements.classify(s.sql) for s in stmts]
+    if not starts_in_transaction or any(k.controls_transaction or k.needs_no_transaction for k in kinds):
+        stmts = split_statements(text, single=True)  # the transaction boundaries fall between statements
+        kinds = [statements.classify(s.sql) for s in stmts]
     if all(statements.is_blank(s.sql) for s in stmts):
         problems.append(f"{path.name}: no SQL statements (comments only)")
         return None
-    kinds = [statements.classify(s.sql) for s in stmts]
-    if transactional:
-        for stmt, kind in zip(stmts, kinds, strict=True):
-            if kind.needs_no_transaction:
-                problems.append(
-                    f"{path.name}: statement {stmt.number} (line {stmt.line}) cannot run inside a transaction; "
-                    f"make '{NO_TRANSACTION_MARKER}' the file's first line"
-                )
+    split = file_parts.split(path.name, stmts, kinds, starts_in_transaction=starts_in_transaction)
+    problems.extend(split.problems)
     return Migration(
         file=path.name,
         sha256=sha256_text(text),
@@ -158,8 +183,10 @@ def _load_migration(path: Path, version: int, name: str, problems: list[str]) ->
         statements=stmts,
         version=version,
         name=name,
-        transactional=transactional,
+        transactional=len(split.parts) == 1 and split.parts[0].transactional,
         commits_after=any(k.adds_enum_value for k in kinds),
+        parts=split.parts,
+        drizzle_when=drizzle_when,
     )
 
 
@@ -168,7 +195,7 @@ def load_seeds(directory: Path, problems: list[str]) -> tuple[SqlFile, ...]:
         return ()
     seeds: list[SqlFile] = []
     for path in sorted(directory.glob("*.sql")):
-        read = _read(path, problems)
+        read = read_text(path, problems)
         if read is None:
             continue
         raw, text = read
@@ -183,6 +210,28 @@ def load_seeds(directory: Path, problems: list[str]) -> tuple[SqlFile, ...]:
     return tuple(seeds)
 
 
+def inspect(
+    directory: Path,
+    seeds_directory: Path | None = None,
+    *,
+    journal: Literal["strict", "ignore"] = "strict",
+) -> tuple[MigrationSet, Findings]:
+    """Load a folder without failing: the set (of the files that could be read) and everything found."""
+    from service.history import drizzle_kit, nnnn  # the loaders build on this module's types
+
+    found = Findings()
+    if not directory.is_dir():
+        found.problems.append(f"{directory}: migrations folder not found")
+        return MigrationSet(()), found
+    layout = "drizzle" if journal == "strict" and drizzle_kit.is_drizzle(directory) else "nnnn"
+    if layout == "drizzle":
+        loaded = drizzle_kit.load_files(directory, found)
+    else:
+        loaded = nnnn.load_files(directory, found.problems)
+    seeds = load_seeds(seeds_directory if seeds_directory is not None else directory / "seeds", found.problems)
+    return MigrationSet(tuple(loaded), seeds, layout, tuple(found.warnings)), found
+
+
 def load(
     directory: Path,
     seeds_directory: Path | None = None,
@@ -192,54 +241,22 @@ def load(
     """Load and validate a migration folder.
 
     Raises :class:`MigrationSetInvalid` listing every problem: a missing folder, a bad file name, a duplicate
-    version, a gap, an empty or non-UTF-8 file, a statement that cannot run where the file would run it, and
-    (``journal="strict"``, when ``meta/_journal.json`` exists) a journal that disagrees with the files.
+    version or a gap (``NNNN`` layout), a journal entry without its file or with a ``when`` not after the one
+    before (Drizzle layout), an empty or non-UTF-8 file, a statement that cannot run where the file would run it.
+    With ``journal="ignore"`` a Drizzle folder is read as an ``NNNN`` folder, its journal unread.
     """
-    problems: list[str] = []
-    if not directory.is_dir():
-        raise MigrationSetInvalid([f"{directory}: migrations folder not found"])
-    found: dict[int, list[tuple[Path, str]]] = {}
-    sql_files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() == ".sql")
-    for path in sql_files:
-        match = FILE_PATTERN.fullmatch(path.name)
-        if match is None:
-            problems.append(f"{path.name}: bad file name (expected NNNN_name.sql)")
-            continue
-        found.setdefault(int(match["version"]), []).append((path, match["name"]))
-    for version, entries in sorted(found.items()):
-        if len(entries) > 1:
-            names = ", ".join(p.name for p, _ in entries)
-            problems.append(f"version {version} is used by more than one file: {names}")
-    problems.extend(_gaps(found))
-    if not found and not problems:
-        problems.append(f"{directory}: no migration files")
-    migrations = [
-        m
-        for version, entries in sorted(found.items())
-        if len(entries) == 1 and (m := _load_migration(entries[0][0], version, entries[0][1], problems)) is not None
-    ]
-    seeds = load_seeds(seeds_directory if seeds_directory is not None else directory / "seeds", problems)
-    if journal == "strict":
-        problems.extend(drizzle_journal.problems(directory, (p.name for p in sql_files)))
-    if problems:
-        raise MigrationSetInvalid(problems)
-    return MigrationSet(migrations=tuple(migrations), seeds=seeds)
-
-
-def _gaps(found: dict[int, list[tuple[Path, str]]]) -> Iterable[str]:
-    if not found:
-        return []
-    missing = sorted(set(range(max(found) + 1)) - set(found))
-    if not missing:
-        return []
-    return [f"missing version(s) {', '.join(f'{v:04d}' for v in missing)}: versions must be contiguous from 0000"]
+    migration_set, found = inspect(directory, seeds_directory, journal=journal)
+    if found.all_problems():
+        raise MigrationSetInvalid(found.all_problems())
+    return migration_set
 
 
 def plan(pending: Sequence[Migration], *, seed: bool = False) -> list[Batch]:
     """Group pending files into as few transactions as PostgreSQL allows.
 
-    A no-transaction file runs alone; a file that adds an enum value closes its transaction. The seed, when
-    asked for, joins the last transaction unless that one just closed (the seed may use the new value).
+    A file with a part outside a transaction (or several parts) runs alone, part by part; a file that adds an
+    enum value closes its transaction. The seed, when asked for, joins the last transaction unless that one just
+    closed (the seed may use the new value).
     """
     batches: list[Batch] = []
     current: list[Migration] = []

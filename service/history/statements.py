@@ -7,10 +7,13 @@ Two facts change how a file may run: a statement that PostgreSQL refuses inside 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import pglast
 from pglast import ast, enums
 from pglast.parser import ParseError
+
+Control = Literal["begin", "commit", "rollback"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +21,17 @@ class StatementKind:
     adds_enum_value: bool = False
     needs_no_transaction: bool = False
     parsed: bool = True
+    # BEGIN/START TRANSACTION, COMMIT/END, ROLLBACK/ABORT: a file that manages its own transactions.
+    control: Control | None = None
+    # What CREATE EXTENSION names, so a missing extension's error can say which one and where.
+    extensions: tuple[str, ...] = ()
+    # Indexes a statement creates or drops CONCURRENTLY (schema-qualified when written so).
+    concurrent_index: str | None = None
+    creates_index: bool = False
+
+    @property
+    def controls_transaction(self) -> bool:
+        return self.control is not None
 
 
 def classify(sql: str) -> StatementKind:
@@ -29,13 +43,47 @@ def classify(sql: str) -> StatementKind:
         return StatementKind(parsed=False)
     adds = False
     no_tx = False
+    control: Control | None = None
+    extensions: list[str] = []
     for raw in tree:
         stmt = raw.stmt
         if isinstance(stmt, ast.AlterEnumStmt) and stmt.oldVal is None and stmt.newVal is not None:
             adds = True
+        elif isinstance(stmt, ast.TransactionStmt) and stmt.kind in _CONTROL:
+            control = _CONTROL[stmt.kind]
         elif stmt is not None and _refuses_transaction(stmt):
             no_tx = True
-    return StatementKind(adds_enum_value=adds, needs_no_transaction=no_tx)
+        if isinstance(stmt, ast.CreateExtensionStmt) and stmt.extname:
+            extensions.append(stmt.extname)
+    index, creates = _concurrent_index(tree) if len(tree) == 1 else (None, False)
+    return StatementKind(
+        adds_enum_value=adds,
+        needs_no_transaction=no_tx,
+        control=control,
+        extensions=tuple(extensions),
+        concurrent_index=index,
+        creates_index=creates,
+    )
+
+
+_CONTROL: dict[enums.TransactionStmtKind, Control] = {
+    enums.TransactionStmtKind.TRANS_STMT_BEGIN: "begin",
+    enums.TransactionStmtKind.TRANS_STMT_START: "begin",
+    enums.TransactionStmtKind.TRANS_STMT_COMMIT: "commit",
+    enums.TransactionStmtKind.TRANS_STMT_ROLLBACK: "rollback",
+}
+
+
+def _concurrent_index(tree: tuple[ast.RawStmt, ...]) -> tuple[str | None, bool]:
+    """The index a lone ``CREATE/DROP INDEX CONCURRENTLY`` names, and whether it creates it."""
+    stmt = tree[0].stmt
+    if isinstance(stmt, ast.IndexStmt) and stmt.concurrent and stmt.idxname:
+        schema = stmt.relation.schemaname if stmt.relation is not None else None
+        return (f"{schema}.{stmt.idxname}" if schema else stmt.idxname), True
+    if isinstance(stmt, ast.DropStmt) and stmt.concurrent and stmt.objects and len(stmt.objects) == 1:
+        names = [getattr(n, "sval", "") for n in stmt.objects[0]]
+        return ".".join(names), False
+    return None, False
 
 
 def is_blank(sql: str) -> bool:
@@ -63,7 +111,7 @@ def _refuses_transaction(stmt: ast.Node) -> bool:
     if isinstance(stmt, ast.VacuumStmt):
         return bool(stmt.is_vacuumcmd)  # ANALYZE is a VacuumStmt too, and runs fine inside a transaction
     if isinstance(stmt, ast.TransactionStmt):
-        # COMMIT/ROLLBACK/BEGIN in a file would end or nest the chain's transaction: all-or-nothing would be lost.
+        # PREPARE TRANSACTION and the like; BEGIN/COMMIT/ROLLBACK are the file's own control (see parts.py).
         return stmt.kind not in _SAVEPOINT_KINDS
     return isinstance(
         stmt,

@@ -165,3 +165,77 @@ async def record_seeds(conn: Conn, done: list[tuple[SqlFile, float]]) -> None:
            FROM jsonb_to_recordset($1::text::jsonb) AS r(file text, sha256 text, duration_ms double precision)""",
         _rows({"file": f.file, "sha256": f.sha256, "duration_ms": ms} for f, ms in done),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A file left half-applied: ``statement`` (file numbering) is the last one committed, in part ``part``."""
+
+    version: int
+    file: str
+    sha256: str
+    part: int
+    parts: int
+    statement: int
+    updated_at: datetime
+
+    def error(self, tenant: str) -> dict[str, object]:
+        """How a tenant holding this row is shown: ``failed``, at this file and part."""
+        return {
+            "code": "partially_applied",
+            "message": (
+                f"{self.file} is half-applied: committed up to statement {self.statement} (part {self.part} of "
+                f"{self.parts}); POST /tenants/{tenant}/migrate resumes it after that statement"
+            ),
+            "version": self.version,
+            "file": self.file,
+            "part": self.part,
+            "parts": self.parts,
+            "statement": self.statement,
+        }
+
+
+_READ_PROGRESS: Final = """SELECT version, file, sha256, part, parts, statement, updated_at FROM _tenants.progress
+                           ORDER BY version LIMIT 1"""
+
+
+async def read_progress(conn: Conn) -> Progress | None:
+    """The half-applied file, if any; ``None`` also when the table does not exist (nothing ever ran in parts).
+
+    One query outside a transaction (a missing table is learnt from its error), two inside one.
+    """
+    if conn.is_in_transaction():
+        if not await conn.fetchval("SELECT to_regclass('_tenants.progress') IS NOT NULL"):
+            return None
+        row = await conn.fetchrow(_READ_PROGRESS)
+    else:
+        try:
+            row = await conn.fetchrow(_READ_PROGRESS)
+        except asyncpg.UndefinedTableError:
+            return None
+    return None if row is None else Progress(**dict(row))
+
+
+async def read_state(conn: Conn) -> tuple[list[Applied], Progress | None]:
+    """The applied versions and the half-applied file, if any: what a tenant's status is computed from."""
+    return await read(conn), await read_progress(conn)
+
+
+async def set_progress(conn: Conn, migration: Migration, part: int, statement: int) -> None:
+    """Record that ``migration`` has committed through ``statement`` (in the caller's transaction, if any)."""
+    await conn.execute(
+        """INSERT INTO _tenants.progress (version, file, sha256, part, parts, statement)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (version) DO UPDATE SET part = EXCLUDED.part, statement = EXCLUDED.statement,
+                                               updated_at = clock_timestamp()""",
+        migration.version,
+        migration.file,
+        migration.sha256,
+        part,
+        len(migration.parts),
+        statement,
+    )
+
+
+async def clear_progress(conn: Conn, version: int) -> None:
+    await conn.execute("DELETE FROM _tenants.progress WHERE version = $1", version)

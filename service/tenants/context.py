@@ -18,7 +18,7 @@ import asyncpg
 
 from service.config import Settings
 from service.history.migrations import MigrationSet
-from service.history.table import Applied
+from service.history.table import Applied, Progress
 from service.schema.drift import DriftChecker
 from service.schema.template import Template
 from service.store import catalog
@@ -50,7 +50,7 @@ class Context:
         for budget in {id(b): b for b in [servers.catalog.budget, *(t.budget for t in servers)]}.values():
             budget.on_spent(self.connections.reclaim)
         # Tenants' applied histories for status reads, when allowed to be a little old (schema_cache_seconds).
-        self.levels: Revalidating[list[Applied]] | None = None
+        self.levels: Revalidating[tuple[list[Applied], Progress | None]] | None = None
         if settings.schema_cache_seconds > 0:
             self.levels = Revalidating(settings.schema_cache_seconds, _LEVELS_KEPT)
         self.drift = DriftChecker(servers, migrations, settings, self.locks, self.connections)

@@ -16,6 +16,8 @@ from service.errors import HistoryMismatch, MigrationFailed, OutOfOrder, Service
 from service.history import runner
 from service.history import table as history
 from service.history.migrations import Migration, plan
+from service.history.runner import Resume
+from service.history.table import Progress
 from service.identifiers import validate_tenant_id
 from service.schema.drift import DriftReport
 from service.store import catalog
@@ -120,8 +122,11 @@ async def _apply_pending(
 async def _pending(
     ctx: Context, tconn: Conn, tenant: Tenant, allow_out_of_order: bool, to_version: int | None
 ) -> tuple[SchemaStatus, Sequence[Migration]]:
-    """The tenant's level and what to apply, refusing an edited or unknown history."""
-    before = compute(tenant.id, tenant.database, await history.read(tconn), ctx.migrations)
+    """The tenant's level and what to apply, refusing an edited or unknown history (or half-applied file)."""
+    applied, partial = await history.read_state(tconn)
+    before = compute(tenant.id, tenant.database, applied, ctx.migrations, partial=partial)
+    if partial is not None:
+        _check_resumable(tenant, partial, before)
     if before.modified or before.untracked:
         raise HistoryMismatch(
             tenant=tenant.id,
@@ -133,11 +138,31 @@ async def _pending(
     return before, [m for m in before.pending if to_version is None or m.version <= to_version]
 
 
+def _check_resumable(tenant: Tenant, partial: Progress, before: SchemaStatus) -> None:
+    """A half-applied file resumes only as the file it was: first of the pending ones, with the same hash.
+
+    Raises HistoryMismatch (nothing applied) otherwise: what ran of it cannot be matched with the file any more.
+    """
+    first = before.pending[0] if before.pending else None
+    if first is not None and first.version == partial.version and first.sha256 == partial.sha256:
+        return
+    raise HistoryMismatch(
+        f"{partial.file} is half-applied (committed up to statement {partial.statement}, part {partial.part} of "
+        f"{partial.parts}) and the migration files no longer have it as it ran (edited, renamed or removed); "
+        f"restore the file as it was to let the retry finish it",
+        tenant=tenant.id,
+        modified=[partial.version],
+        untracked=[],
+    )
+
+
 async def _run_pending(tconn: Conn, before: SchemaStatus, pending: Sequence[Migration]) -> Upgrade:
     started = time.perf_counter()
+    partial = before.partial
+    resume = None if partial is None else Resume(partial.version, partial.statement)
     try:
         # A tenant with history rows has the history tables: no need to assert them again.
-        await runner.apply(tconn, plan(pending), ensure_history=not before.applied)
+        await runner.apply(tconn, plan(pending), ensure_history=not before.applied, resume=resume)
     except MigrationFailed as exc:
         rows = await history.read(tconn)  # the batches before the failing one stay committed
         reached = max((a.version for a in rows), default=None)

@@ -10,7 +10,7 @@ import asyncpg
 
 from service.errors import DatabaseUnavailable, TenantNotFound, TenantNotReady
 from service.history import table as history
-from service.history.table import Applied
+from service.history.table import Applied, Progress
 from service.identifiers import validate_tenant_id
 from service.store import catalog, lifecycle
 from service.store.budget import Pressure
@@ -121,18 +121,20 @@ async def _status_of(ctx: Context, tenant: Tenant) -> SchemaStatus | None:
         return compute(tenant.id, tenant.database, [], ctx.migrations, error=tenant.error)
     if tenant.state != "ready":
         return None
-    applied = await _applied(ctx, tenant)
+    applied, partial = await _applied(ctx, tenant)
     drift = await ctx.drift.latest(tenant.id)
-    return compute(tenant.id, tenant.database, applied, ctx.migrations, error=tenant.error, drift=drift)
+    return compute(
+        tenant.id, tenant.database, applied, ctx.migrations, error=tenant.error, drift=drift, partial=partial
+    )
 
 
-async def _applied(ctx: Context, tenant: Tenant) -> list[Applied]:
+async def _applied(ctx: Context, tenant: Tenant) -> tuple[list[Applied], Progress | None]:
     """A ready tenant's history, for reads: through a kept connection (see store.connections), or from memory when
     ``schema_cache_seconds`` allows. Every change the service makes to a tenant, on any replica, moves its
     ``updated_at`` in the catalog: the stamp of its cached history."""
 
-    async def load() -> list[Applied]:
-        return await ctx.connections.run(ctx.target(tenant), tenant.database, history.read)
+    async def load() -> tuple[list[Applied], Progress | None]:
+        return await ctx.connections.run(ctx.target(tenant), tenant.database, history.read_state)
 
     if ctx.levels is None:
         return await load()

@@ -1,6 +1,7 @@
 """A tenant's level, computed from its own history rows against the migration set on disk (pure logic).
 
-Precedence of the overall status: failed, modified, untracked, drifted, out_of_order, behind, up_to_date. ``drifted``
+Precedence of the overall status: failed (a recorded error, or a half-applied file), modified, untracked, drifted,
+out_of_order, behind, up_to_date. ``drifted``
 comes from the latest recorded drift check (the only input here not read from the history).
 An applied file counts as modified when its hash differs from the one in force: the hash that ran, or the newest
 one an operator accepted for it (``POST /tenants/{id}/repair``, see :mod:`service.repair`).
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from service.history.migrations import Migration, MigrationSet
-from service.history.table import Applied
+from service.history.table import Applied, Progress
 
 if TYPE_CHECKING:  # drift imports the I/O modules; this one stays pure
     from service.schema.drift import DriftReport
@@ -42,6 +43,8 @@ class SchemaStatus:
     out_of_order: tuple[Migration, ...]
     error: dict[str, Any] | None
     drift: DriftReport | None = None
+    # A file left half-applied (its own COMMIT, or outside a transaction): the next migrate resumes it.
+    partial: Progress | None = None
 
 
 def compute(
@@ -52,8 +55,14 @@ def compute(
     *,
     error: dict[str, Any] | None = None,
     drift: DriftReport | None = None,
+    partial: Progress | None = None,
 ) -> SchemaStatus:
-    """Compare applied rows with the files: edited files, rows without a file, and files never applied."""
+    """Compare applied rows with the files: edited files, rows without a file, and files never applied.
+
+    A half-applied file (``partial``) makes the tenant ``failed`` at that file and part, whatever else holds:
+    it never looks complete."""
+    if partial is not None and error is None:
+        error = partial.error(tenant)
     by_version = migrations.by_version
     modified: list[Modified] = []
     untracked: list[Applied] = []
@@ -95,4 +104,5 @@ def compute(
         out_of_order=tuple(out_of_order),
         error=error,
         drift=drift,
+        partial=partial,
     )

@@ -326,6 +326,7 @@ async def test_migrations_health_and_readiness(make_settings: MakeSettings, serv
                 }
                 for m in ms.migrations
             ],
+            "warnings": [],
         }
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")

@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
+from service.store.db import with_database
 from tests.conftest import FIXTURES
 from tests.process import ServiceProcess
 
@@ -163,5 +164,78 @@ async def test_kill_during_delete(
         assert await tenant_databases(pg_url, tag) == []
         again = await request("POST", f"{service.url}/tenants", json={"id": "del"})
         assert again.status_code == 201
+    finally:
+        service.stop()
+
+
+MIXED_SLOW = """ALTER TABLE "accounts" ADD COLUMN "slug" text;--> statement-breakpoint
+UPDATE "accounts" SET "slug" = 'x' || "id";--> statement-breakpoint
+COMMIT;--> statement-breakpoint
+CREATE INDEX CONCURRENTLY "accounts_slug_idx" ON "accounts" ("slug");--> statement-breakpoint
+SELECT pg_sleep(3);--> statement-breakpoint
+CREATE INDEX CONCURRENTLY "accounts_name_slug_idx" ON "accounts" ("name", "slug");--> statement-breakpoint
+BEGIN;--> statement-breakpoint
+ALTER TABLE "accounts" ALTER COLUMN "slug" SET NOT NULL;
+"""
+
+
+async def kill_at_progress(proc: ServiceProcess, url: str, statement: int) -> None:
+    """SIGKILL the service as soon as the tenant's progress row says ``statement`` has committed."""
+    deadline = time.monotonic() + 60
+    conn = await asyncpg.connect(url)
+    try:
+        while time.monotonic() < deadline:
+            if await conn.fetchval("SELECT to_regclass('_tenants.progress') IS NOT NULL"):
+                done = await conn.fetchval("SELECT statement FROM _tenants.progress")
+                if done == statement:
+                    proc.kill()
+                    return
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+    raise AssertionError(f"statement {statement} never committed")
+
+
+async def test_kill_in_the_non_transactional_part_of_a_mixed_file(
+    env: Callable[..., dict[str, str]], pg_url: str, tag: str, tmp_path: Path
+) -> None:
+    migrations = tmp_path / "mixed"
+    shutil.copytree(FIXTURES / "ok", migrations)
+    first = ServiceProcess(env(migrations), tmp_path / "log").start()
+    assert (await request("POST", f"{first.url}/tenants", json={"id": "mix"})).status_code == 201
+    assert first.stop() == 0
+    (migrations / "0002_slugs.sql").write_text(MIXED_SLOW)
+    tenant_url = with_database(pg_url, f"t{tag}_mix")
+    dying = ServiceProcess(env(migrations), tmp_path / "log").start()
+    await asyncio.gather(
+        request_until_killed(dying, "POST", "/tenants/mix/migrate"), kill_at_progress(dying, tenant_url, 4)
+    )
+    service = ServiceProcess(env(migrations), tmp_path / "log").start()
+    try:
+        schema = (await request("GET", f"{service.url}/tenants/mix/schema")).json()
+        # the first part and the first index committed; the tenant says which file and part, and is not complete
+        assert (schema["status"], schema["current_version"]) == ("failed", 1)
+        error = schema["error"]
+        assert (error["code"], error["file"], error["part"], error["parts"], error["statement"]) == (
+            "partially_applied",
+            "0002_slugs.sql",
+            2,
+            3,
+            4,
+        )
+        done = await request("POST", f"{service.url}/tenants/mix/migrate")
+        assert done.status_code == 200, done.text
+        assert (done.json()["status"], done.json()["current_version"]) == ("up_to_date", 2)
+        conn = await asyncpg.connect(tenant_url)
+        try:
+            indexes = await conn.fetch(
+                "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                " WHERE c.relname LIKE 'accounts_%slug_idx' ORDER BY 1"
+            )
+            assert [tuple(r) for r in indexes] == [("accounts_name_slug_idx", True), ("accounts_slug_idx", True)]
+            assert await conn.fetchval("SELECT count(*) FROM _tenants.progress") == 0
+            assert await conn.fetchval("SELECT count(*) FROM _tenants.history WHERE version = 2") == 1
+        finally:
+            await conn.close()
     finally:
         service.stop()

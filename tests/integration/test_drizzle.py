@@ -16,10 +16,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from service.config import Settings
 from service.history import drizzle, journal, migrations, runner
 from service.store.db import with_database
 from service.tenants import status
-from tests.conftest import DEFAULT_MIGRATIONS, FIXTURES, ROOT
+from tests.conftest import DEFAULT_MIGRATIONS, FIXTURES, ROOT, running
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -36,6 +37,15 @@ FINGERPRINT = """
     FROM pg_constraint WHERE connamespace = 'public'::regnamespace
     UNION ALL SELECT 'enum', t.typname || ' ' || string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)
     FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid GROUP BY t.typname
+    ORDER BY 1, 2"""
+
+# What FINGERPRINT leaves out and a real project relies on: extensions, index validity, sequences' owners.
+EXTRAS = """
+    SELECT 'extension' AS kind, extname AS what FROM pg_extension
+    UNION ALL SELECT 'index', c.relname || ' valid=' || i.indisvalid || ' ready=' || i.indisready
+    FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relnamespace = 'public'::regnamespace
+    UNION ALL SELECT 'table', tablename FROM pg_tables WHERE schemaname = 'public'
+    UNION ALL SELECT 'row', email::text || ' ' || coalesce(name, '') FROM accounts
     ORDER BY 1, 2"""
 
 Scratch = Callable[[str], Awaitable[str]]
@@ -289,3 +299,45 @@ async def test_the_split_corner_cases_give_the_same_database(
     contents = 'SELECT "id", "note", "a", "b" FROM "t" ORDER BY "id"'
     assert await _fingerprint(ours) == await _fingerprint(theirs)
     assert await _fingerprint(ours, contents) == await _fingerprint(theirs, contents) == [(1, "a;b", 1, 2)]
+
+
+async def test_a_real_drizzle_folder_of_the_old_dialect_runs_as_drizzle_kit_runs_it(
+    drizzle_home: Path, scratch: Scratch, tmp_path: Path, make_settings: Callable[..., Settings], pg_url: str
+) -> None:
+    """Journal "pg" v5 with a number missing from the names, an abandoned draft beside its replacement and a backfill
+    script (neither journaled), extensions (citext, pg_trgm, vector), and a file that COMMITs half-way to build
+    indexes CONCURRENTLY: drizzle-kit and the service build the same database and the same drizzle history."""
+    folder = FIXTURES / "drizzle_real"
+    theirs = await scratch("real")
+    await _drizzle_migrate(drizzle_home, _out(folder, tmp_path), theirs, tmp_path)
+
+    settings = make_settings(folder)
+    async with running(settings) as client:
+        listed = (await client.get("/migrations")).json()
+        assert [(m["version"], m["name"], m["transactional"]) for m in listed["items"]] == [
+            (0, "lowly_wolverine", True),
+            (1, "smart_gambit", True),
+            (2, "clever_stature", False),
+            (3, "fluffy_sentinel", True),
+        ]
+        assert [w.split(" ", 1)[0] for w in listed["warnings"]] == ["0003_abandoned_draft.sql", "backfill_titles.sql"]
+        made = []
+        for tenant, strategy in (("replayed", "replay"), ("cloned", "clone")):
+            r = await client.post("/tenants", json={"id": tenant, "strategy": strategy})
+            assert r.status_code == 201, r.text
+            made.append(with_database(pg_url, r.json()["database"]))
+            schema = (await client.get(f"/tenants/{tenant}/schema")).json()
+            assert (schema["status"], schema["current_version"], schema["error"]) == ("up_to_date", 3, None)
+
+    expected_rows = await _rows(theirs)
+    ms = migrations.load(folder)
+    assert expected_rows == [(m.drizzle_hash, m.drizzle_when) for m in ms.migrations]
+    for url in made:
+        assert await _fingerprint(url) == await _fingerprint(theirs), url
+        assert await _fingerprint(url, EXTRAS) == await _fingerprint(theirs, EXTRAS), url
+        ids = "SELECT id, hash, created_at FROM drizzle.__drizzle_migrations ORDER BY id"
+        assert await _fingerprint(url, ids) == await _fingerprint(theirs, ids), url
+    extras = await _fingerprint(theirs, EXTRAS)
+    assert ("table", "draft_never_run") not in extras  # the orphan ran nowhere
+    assert ("index", "documents_slug_idx valid=true ready=true") in extras
+    assert {("extension", e) for e in ("citext", "pg_trgm", "vector")} <= set(extras)

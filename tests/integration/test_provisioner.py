@@ -201,14 +201,44 @@ async def test_runner_locates_failures_in_no_transaction_files(scratch: asyncpg.
 async def test_runner_failure_in_first_line_of_multi_statement_chunk(
     scratch: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    # A chunk without breakpoints holds several statements: the line still points into the chunk.
+    # A file without breakpoints (every golang-migrate or Flyway file) is split by PostgreSQL's parser: the failing
+    # statement is named by its own number and line, whether the server gives a position (42P01) or not (23505).
     d = write_set(
         tmp_path / "m",
-        {"0000_a.sql": "CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\nINSERT INTO b VALUES (1);\n"},
+        {"0000_a.sql": "CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n\n  INSERT INTO b VALUES (1);\n"},
     )
     with pytest.raises(MigrationFailed) as info:
         await runner.apply(scratch, plan(load(d).migrations))
-    assert (info.value.details["statement"], info.value.details["line"]) == (1, 3)
+    assert (info.value.details["statement"], info.value.details["line"]) == (3, 4)
+    d = write_set(
+        tmp_path / "n",
+        {
+            "0000_a.sql": "CREATE TABLE a (id int UNIQUE);\nINSERT INTO a VALUES (1);\n"
+            "/* a comment; with a semicolon */\nINSERT INTO a VALUES (2);\nINSERT INTO a\n  VALUES (1);\n"
+        },
+    )
+    with pytest.raises(MigrationFailed) as info:
+        await runner.apply(scratch, plan(load(d).migrations))
+    details = info.value.details
+    assert (details["statement"], details["line"], details["sqlstate"]) == (4, 5, "23505")
+    # the second file of a transaction: its statement is found by running the first again, then rolling back
+    d = write_set(
+        tmp_path / "o",
+        {
+            "0000_a.sql": "CREATE TABLE b (id int UNIQUE);\nINSERT INTO b VALUES (1);\n",
+            "0001_b.sql": "INSERT INTO b VALUES (2);\nINSERT INTO b VALUES (1);\n",
+        },
+    )
+    with pytest.raises(MigrationFailed) as info:
+        await runner.apply(scratch, plan(load(d).migrations))
+    details = info.value.details
+    assert (details["file"], details["statement"], details["line"], details["sqlstate"]) == (
+        "0001_b.sql",
+        2,
+        2,
+        "23505",
+    )
+    assert await scratch.fetchval("SELECT to_regclass('b')") is None
 
 
 # -- provisioner -----------------------------------------------------------------------------------------------------

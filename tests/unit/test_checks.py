@@ -56,7 +56,6 @@ def test_the_committed_sum_is_what_write_sum_produces() -> None:
             ],
         ),
         ("empty", ["0001_nothing.sql: empty file"]),
-        ("journal_unlisted", ["0001_account_name.sql is not in meta/_journal.json"]),
         ("journal_no_file", ["meta/_journal.json lists 0001_account_name but 0001_account_name.sql does not exist"]),
         (
             "journal_when_order",
@@ -83,7 +82,11 @@ def test_each_problem_is_reported_by_name(case: str, expected: list[str]) -> Non
 
 def test_problem_kinds_tell_which_check_failed() -> None:
     assert [f.kind for f in checks.check(FIXTURES / "gap").errors] == ["files"]
-    assert [f.kind for f in checks.check(FIXTURES / "journal_unlisted").errors] == ["journal"]
+    assert [f.kind for f in checks.check(FIXTURES / "journal_no_file").errors] == ["journal"]
+    unlisted = checks.check(FIXTURES / "journal_unlisted")
+    assert (unlisted.errors, unlisted.exit_code(lint=True)) == ((), 0)
+    assert [(f.kind, f.file) for f in unlisted.warnings] == [("journal", "0001_account_name.sql")]
+    assert "warning: 0001_account_name.sql is not in meta/_journal.json: it is never run" in checks.human(unlisted)
     edited = checks.check(FIXTURES / "edited_applied" / "edited")
     assert [(f.kind, f.file) for f in edited.errors] == [("sum", "0001_account_name.sql")]
     assert (edited.journal, edited.sum) == ("ok", "mismatch")

@@ -57,8 +57,15 @@ def test_a_folder_without_a_journal_has_no_journal_problems() -> None:
     assert _problems(FIXTURES / "gap") == []
 
 
-def test_a_file_missing_from_the_journal_is_named() -> None:
-    assert _problems(FIXTURES / "journal_unlisted") == ["0001_account_name.sql is not in meta/_journal.json"]
+def test_a_file_missing_from_the_journal_is_a_warning_and_never_runs() -> None:
+    folder = FIXTURES / "journal_unlisted"
+    assert _problems(folder) == []
+    loaded = migrations.load(folder)
+    assert [m.file for m in loaded.migrations] == ["0000_accounts.sql"]
+    assert loaded.warnings == (
+        "0001_account_name.sql is not in meta/_journal.json: it is never run (drizzle-kit runs only the journal's "
+        "entries)",
+    )
 
 
 def test_a_journal_entry_without_its_file_is_named() -> None:
@@ -94,13 +101,14 @@ def test_an_equal_when_is_a_problem_because_drizzle_needs_a_later_one(tmp_path: 
     ]
 
 
-def test_idx_must_increase_with_the_version(tmp_path: Path) -> None:
+def test_idx_is_not_read_as_drizzle_does_not_read_it(tmp_path: Path) -> None:
     folder = _folder(tmp_path, "0000_a.sql", "0001_b.sql")
     data = _entries(("0000_a", 100), ("0001_b", 200))
     data["entries"][0]["idx"] = 1  # type: ignore[index]
-    data["entries"][1]["idx"] = 0  # type: ignore[index]
+    del data["entries"][1]["idx"]  # type: ignore[attr-defined]
     _write_journal(folder, data)
-    assert _problems(folder) == ["0001_b.sql: journal idx 0 is not after 0000_a.sql's 1"]
+    assert _problems(folder) == []
+    assert [m.file for m in migrations.load(folder).migrations] == ["0000_a.sql", "0001_b.sql"]
 
 
 def test_a_tag_listed_twice_is_named(tmp_path: Path) -> None:
@@ -142,10 +150,10 @@ def test_malformed_entries_and_another_dialect_are_named(tmp_path: Path) -> None
         },
     )
     assert _problems(folder) == [
-        'meta/_journal.json: dialect is "mysql", expected "postgresql"',
-        "meta/_journal.json: entry #1 needs an integer idx and when and a string tag",
-        "meta/_journal.json: entry #2 needs an integer idx and when and a string tag",
-        "meta/_journal.json: entry #3 needs an integer idx and when and a string tag",
+        'meta/_journal.json: dialect is "mysql", expected "postgresql" (or "pg", its older name)',
+        "meta/_journal.json: entry #2 needs an integer when and a string tag",
+        "meta/_journal.json: entry #3 needs an integer when and a string tag",
+        "meta/_journal.json lists 0001_b but 0001_b.sql does not exist",
     ]
 
 
@@ -156,12 +164,15 @@ def test_strict_loading_refuses_naming_every_journal_problem(tmp_path: Path) -> 
     with pytest.raises(MigrationSetInvalid) as caught:
         migrations.load(folder)
     assert caught.value.problems == [
-        "0003_more.sql is not in meta/_journal.json",
         "0002_notes.sql: journal when 1700000100000 (2023-11-14T22:15:00Z) is not after 0001_account_name.sql's "
         "1700000200000 (2023-11-14T22:16:40Z); drizzle-kit migrate would skip it",
     ]
-    assert "0003_more.sql is not in meta/_journal.json" in str(caught.value)
     assert "0002_notes.sql: journal when" in str(caught.value)
+    # the file the journal does not list is no problem: it is a warning, and never runs
+    (found := migrations.inspect(folder)[1])
+    assert found.warnings == [
+        "0003_more.sql is not in meta/_journal.json: it is never run (drizzle-kit runs only the journal's entries)"
+    ]
 
 
 def test_ignore_runs_from_the_files_alone() -> None:
@@ -170,12 +181,45 @@ def test_ignore_runs_from_the_files_alone() -> None:
     assert [m.version for m in migrations.load(FIXTURES / "journal_unlisted", journal="ignore").migrations] == [0, 1]
 
 
-def test_journal_problems_come_after_the_file_problems(tmp_path: Path) -> None:
-    folder = _folder(tmp_path, "0000_a.sql", "0002_c.sql")
-    _write_journal(folder, _entries(("0000_a", 100)))
+def test_a_number_missing_from_the_names_does_not_matter_to_a_journal(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, "0000_a.sql", "0002_c.sql", "0003_c_abandoned.sql")
+    _write_journal(folder, _entries(("0000_a", 100), ("0002_c", 200)))
+    loaded = migrations.load(folder)
+    assert [(m.version, m.name, m.file, m.drizzle_when) for m in loaded.migrations] == [
+        (0, "a", "0000_a.sql", 100),
+        (1, "c", "0002_c.sql", 200),
+    ]
+    assert loaded.layout == "drizzle"
+    assert len(loaded.warnings) == 1
+    assert loaded.warnings[0].startswith("0003_c_abandoned.sql is not in")
+    # ...where a folder without a journal must be contiguous
+    (folder / "meta" / "_journal.json").unlink()
     with pytest.raises(MigrationSetInvalid) as caught:
         migrations.load(folder)
-    assert caught.value.problems == [
-        "missing version(s) 0001: versions must be contiguous from 0000",
-        "0002_c.sql is not in meta/_journal.json",
-    ]
+    assert caught.value.problems[0] == "missing version(s) 0001: versions must be contiguous from 0000"
+
+
+@pytest.mark.parametrize(
+    ("dialect", "version", "entry_extra"),
+    [
+        ("pg", "5", {"version": "5", "breakpoints": True}),
+        ("pg", "6", {"version": "6", "breakpoints": True}),
+        ("postgresql", "7", {"version": "7", "breakpoints": True}),
+        ("pg", None, {}),  # the oldest journals: no version, no breakpoints flag
+        ("postgresql", "7", {"version": "7", "breakpoints": False}),  # drizzle splits on breakpoints anyway
+    ],
+)
+def test_every_journal_drizzle_kit_has_written_is_read(
+    tmp_path: Path, dialect: str, version: str | None, entry_extra: dict[str, object]
+) -> None:
+    folder = _folder(tmp_path, "0000_a.sql", "20240101120000_b.sql")
+    data: dict[str, object] = {
+        "dialect": dialect,
+        "entries": [{"idx": 0, "when": 100, "tag": "0000_a", **entry_extra}, {"when": 200, "tag": "20240101120000_b"}],
+    }
+    if version is not None:
+        data["version"] = version
+    _write_journal(folder, data)
+    loaded = migrations.load(folder)
+    assert [(m.version, m.name, m.drizzle_when) for m in loaded.migrations] == [(0, "a", 100), (1, "b", 200)]
+    assert (loaded.layout, loaded.warnings) == ("drizzle", ())

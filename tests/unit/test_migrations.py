@@ -301,16 +301,32 @@ def test_concurrently_in_a_transactional_file_is_refused_naming_the_marker(tmp_p
     assert f"'{NO_TRANSACTION_MARKER}'" in problem
 
 
-def test_commit_in_a_transactional_file_is_refused(tmp_path: Path) -> None:
-    # A COMMIT would end the chain's transaction half-way: a later failure could no longer roll everything back.
-    body = "BEGIN;\nCREATE TABLE b (id int);\nCOMMIT;\n"
+def test_begin_and_commit_in_a_file_split_it_where_it_says(tmp_path: Path) -> None:
+    # drizzle-kit sends them as written: COMMIT ends the transaction, what follows runs outside any until BEGIN.
+    body = (
+        "CREATE TABLE b (id int);\n"  # 1
+        "COMMIT;\n"  # 2
+        "CREATE INDEX CONCURRENTLY b_idx ON b (id);\n"  # 3
+        "BEGIN;\n"  # 4
+        "ALTER TABLE b ADD COLUMN c int;\n"  # 5
+    )
     d = write(tmp_path / "m", {"0000_a.sql": "CREATE TABLE a (id int);\n", "0001_b.sql": body})
+    mixed = load(d).by_version[1]
+    assert not mixed.transactional
+    assert [(p.number, p.transactional, [s.line for s in p.statements]) for p in mixed.parts] == [
+        (1, True, [1]),
+        (2, False, [3]),
+        (3, True, [5]),
+    ]
+    # A file wrapped in BEGIN ... COMMIT is one transaction, as before.
+    write(d, {"0001_b.sql": "BEGIN;\nCREATE TABLE b (id int);\nCOMMIT;\n"})
+    wrapped = load(d).by_version[1]
+    assert wrapped.transactional
+    assert [s.sql for p in wrapped.parts for s in p.statements] == ["CREATE TABLE b (id int)"]
+    # ROLLBACK would throw away what the file did: refused, with its own statement and line.
+    write(d, {"0001_b.sql": "CREATE TABLE b (id int);\n\nROLLBACK;\n"})
     (problem,) = problems_of(d)
-    assert problem.startswith("0001_b.sql: statement 1 (line 1) cannot run inside a transaction")
-    # As a no-transaction file it is allowed: each statement is then sent alone, in order.
-    write(d, {"0001_b.sql": f"{NO_TRANSACTION_MARKER}\n{body}"})
-    stmts = load(d).by_version[1].statements
-    assert [s.sql for s in stmts] == ["BEGIN", "CREATE TABLE b (id int)", "COMMIT"]
+    assert problem.startswith("0001_b.sql: statement 2 (line 3): ROLLBACK")
 
 
 def test_marker_must_be_the_first_line(tmp_path: Path) -> None:

@@ -167,11 +167,24 @@ def test_enum_add_value(sql: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "sql",
-    ["COMMIT", "END", "ROLLBACK", "ABORT", "BEGIN", "START TRANSACTION", "PREPARE TRANSACTION 'x'", "SELECT 1; COMMIT"],
+    ("sql", "control"),
+    [
+        ("COMMIT", "commit"),
+        ("END", "commit"),
+        ("ROLLBACK", "rollback"),
+        ("ABORT", "rollback"),
+        ("BEGIN", "begin"),
+        ("START TRANSACTION", "begin"),
+        ("SELECT 1; COMMIT", "commit"),
+    ],
 )
-def test_transaction_control_would_break_the_chain(sql: str) -> None:
-    assert statements.classify(sql).needs_no_transaction
+def test_transaction_control_is_the_files_own(sql: str, control: str) -> None:
+    kind = statements.classify(sql)
+    assert (kind.control, kind.needs_no_transaction) == (control, False)
+
+
+def test_prepare_transaction_cannot_run_in_the_chain() -> None:
+    assert statements.classify("PREPARE TRANSACTION 'x'").needs_no_transaction
 
 
 @pytest.mark.parametrize("sql", ["SAVEPOINT s", "RELEASE SAVEPOINT s", "ROLLBACK TO SAVEPOINT s"])

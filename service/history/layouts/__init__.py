@@ -9,6 +9,7 @@ does (see each module's docstring). Every loader gives the files in the tool's o
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Final, Literal, get_args
 
@@ -66,7 +67,10 @@ def load(
         raise MigrationSetInvalid([f"{directory}: migrations folder not found"])
     chosen = detect(directory) if layout == "auto" else layout
     if chosen in ("nnnn", "drizzle"):
-        return migrations.load(directory, seeds_directory, journal=journal)
+        loaded = migrations.load(directory, seeds_directory, journal=journal)
+        if tool_table:
+            return loaded
+        return replace(loaded, migrations=tuple(replace(m, drizzle_when=None) for m in loaded.migrations))
     problems: list[str] = []
     files = _LOADERS[chosen](directory, problems)
     built = common.build(files, problems)
