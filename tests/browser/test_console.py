@@ -23,6 +23,21 @@ from tests.drift_support import execute
 Serve = Callable[[Settings], AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
+# Form controls a screen reader could not name: no <label>, no aria-label.
+_UNLABELLED = """() => Array.from(document.querySelectorAll("input, select, textarea, button"))
+    .filter((el) => el.type !== "hidden" && !(el.labels && el.labels.length) && !el.getAttribute("aria-label")
+        && !(el.tagName === "BUTTON" && el.textContent.trim()))
+    .map((el) => el.outerHTML)"""
+
+
+async def _accessible(page: Page, *, fresh: bool = True) -> None:
+    """Every control is named; on a page just loaded, the first Tab stop skips to the content."""
+    assert await page.evaluate(_UNLABELLED) == []
+    if fresh:
+        await page.keyboard.press("Tab")
+        assert await page.evaluate("document.activeElement.textContent") == "Skip to content"
+
+
 async def _count(page: Page, table: str, row: str) -> str:
     return (await page.locator(f'[data-testid="{table}"] tr[{row}] [data-count]').inner_text()).strip()
 
@@ -73,6 +88,7 @@ async def test_fleet_tenant_and_live_rollout_pages(
             "old_a",
             "old_b",
         ]
+        await _accessible(page)
         await screenshot(page, "tenants")
 
         await page.goto(f"{base}/ui/tenants/old_a")
@@ -93,6 +109,7 @@ async def test_fleet_tenant_and_live_rollout_pages(
             await tx.start()
             await blocker.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
             await page.goto(f"{base}/ui/rollouts")
+            await _accessible(page)
             await page.get_by_label("Canaries").fill("1")
             await page.get_by_label("Concurrency").fill("2")
             await page.get_by_role("button", name="Start rollout").click()
@@ -143,6 +160,7 @@ async def test_tokens_read_sees_everything_without_actions_admin_acts_through_th
         reader = await browser.new_page(viewport={"width": 1280, "height": 900})
         await reader.goto(f"{base}/ui/tenants/tok_a")
         assert reader.url.startswith(f"{base}/ui/login")
+        await _accessible(reader)
         await screenshot(reader, "login")
         await reader.get_by_label("Access token").fill("not-a-token-0123456789")
         await reader.get_by_role("button", name="Sign in").click()
@@ -174,6 +192,7 @@ async def test_tokens_read_sees_everything_without_actions_admin_acts_through_th
         secret = admin.get_by_label("Connection URL")
         await expect(secret).to_have_value(re.compile(r"^postgresql://"))
         url = await secret.input_value()
+        await _accessible(admin, fresh=False)
         await screenshot(admin, "tenant-admin-rotated")
         await admin.reload()
         await expect(admin.locator("[data-secret]")).to_be_hidden()

@@ -149,8 +149,10 @@ async def rollout_list(
 
 @router.get("/rollouts/{rollout_id}")
 async def rollout(request: Request, role: ViewerDep, rollout_id: RolloutIdPath, rollouts: RolloutsDep) -> Response:
-    """One rollout with each tenant's state; its script keeps it live while it runs."""
-    return view.render(request, "rollout.html", role, rollout=await rollouts.get(rollout_id))
+    """One rollout with each tenant's state (running and failed first, at most ``view.ROLLOUT_ROWS``); its script
+    keeps it live while it runs."""
+    found = await rollouts.get(rollout_id)
+    return view.render(request, "rollout.html", role, rollout=found, items=view.rollout_rows(found.tenants))
 
 
 @router.get("/login")

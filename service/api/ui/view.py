@@ -4,7 +4,7 @@ chart, links that keep the list's filters, and a few formats."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 
 from service import __version__
 from service.api.ui.session import Role
+from service.fleet.rollout_store import Item
 
 HERE: Final = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -77,6 +78,19 @@ def version_bars(by_version: Mapping[str, int], latest: int | None) -> list[Bar]
         Bar(v, n, round(100 * n / top, 1), latest is not None and v == str(latest))
         for v, n in sorted(counts.items(), key=lambda kv: int(kv[0]))
     ]
+
+
+# Rows of a rollout's tenants a page shows (console.js keeps the same order and limit while it polls).
+ROLLOUT_ROWS: Final = 1000
+_FIRST: Final = {"running": 0, "failed": 1}
+
+
+def rollout_rows(items: Sequence[Item]) -> list[Item]:
+    """What is happening first: running tenants, then failed ones, then the rest in run order."""
+    return sorted(items, key=lambda i: (_FIRST.get(i.state, 2), i.position))[:ROLLOUT_ROWS]
+
+
+templates.env.globals["rollout_rows_limit"] = ROLLOUT_ROWS
 
 
 class Links:

@@ -147,7 +147,17 @@
     bar.value = r.done + r.failed + r.skipped;
     box.dataset.state = r.state;
     const items = $("[data-rollout-items]");
-    if (items && r.tenants) items.replaceChildren(...r.tenants.map(itemRow));
+    if (items && r.tenants) {
+      // As the page orders them: running, then failed, then run order; no more rows than the page shows.
+      const first = { running: 0, failed: 1 };
+      const rank = (t) => (t.state in first ? first[t.state] : 2);
+      const shown = r.tenants
+        .map((t, position) => ({ t: t, position: position }))
+        .sort((a, b) => rank(a.t) - rank(b.t) || a.position - b.position)
+        .slice(0, Number(items.dataset.limit))
+        .map((x) => x.t);
+      items.replaceChildren(...shown.map(itemRow));
+    }
     if (r.state !== "running") $$("[data-cancel-rollout]").forEach((b) => b.remove());
   }
 
@@ -157,7 +167,8 @@
       try {
         const { data } = await api("GET", "/rollouts/" + id);
         showRollout(box, data);
-        if (data.state === "running") setTimeout(poll, 1000);
+        // A big rollout's answer lists every tenant: poll it less often.
+        if (data.state === "running") setTimeout(poll, data.total > 1000 ? 3000 : 1000);
         else notice("Rollout #" + id + " " + data.state + ".");
       } catch (error) {
         notice(error.message, true);
