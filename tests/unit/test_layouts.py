@@ -55,6 +55,21 @@ def test_flyway_checksum_ignores_line_endings_and_a_bom_but_not_content() -> Non
     assert flyway.checksum(b"a\nb\n") != flyway.checksum(b"a\nc\n")
 
 
+def test_flyway_script_configuration_can_take_a_file_out_of_its_transaction(tmp_path: Path) -> None:
+    folder = _folder(
+        tmp_path,
+        {
+            "V1__a.sql": "CREATE TABLE a (id int);",
+            "V2__b.sql": "VACUUM a;",
+            "V2__b.sql.conf": "# Flyway script configuration\nexecuteInTransaction=false\n",
+        },
+    )
+    assert [m.transactional for m in layouts.load(folder).migrations] == [True, False]
+    (folder / "V2__b.sql.conf").write_text("executeInTransaction=true\n")
+    with pytest.raises(MigrationSetInvalid, match=re.escape("V2__b.sql: statement 1 (line 1) cannot run inside")):
+        layouts.load(folder)
+
+
 def test_flyway_refuses_repeatables_placeholders_and_duplicates(tmp_path: Path) -> None:
     folder = _folder(
         tmp_path,

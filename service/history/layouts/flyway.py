@@ -3,10 +3,12 @@
 Read as Flyway's ``ResourceNameParser`` and ``MigrationVersion`` read them: the version is what precedes the first
 ``__``, ``_`` in it stands for ``.``, its parts compare as integers with trailing zeros dropped (``1.10`` after
 ``1.9``, ``1.0`` equal to ``1``); the description is the rest with ``_`` as a space; ``script`` is the path
-relative to the folder. ``U`` undo files are ignored (Flyway Teams runs them only on ``undo``); other names are
-ignored, as Flyway does by default. Refused, with a problem each: repeatable ``R__`` files (Flyway re-runs them
-whenever their checksum changes, which an ordinal history cannot express), SQL callbacks, ``${…}`` placeholders
-(Flyway replaces them from its configuration, which the service does not have), two files of one version.
+relative to the folder. A script configuration file ``<script>.conf`` with ``executeInTransaction=false`` runs the
+file outside a transaction, as Flyway does. ``U`` undo files are ignored (Flyway Teams runs them only on
+``undo``); other names are ignored, as Flyway does by default. Refused, with a problem each: repeatable ``R__``
+files (Flyway re-runs them whenever their checksum changes, which an ordinal history cannot express), SQL
+callbacks, ``${…}`` placeholders (Flyway replaces them from its configuration, which the service does not have),
+two files of one version.
 
 The checksum is Flyway's ``ChecksumCalculator``: CRC32 over the UTF-8 bytes of every line without its line ending
 (``\\n``, ``\\r`` or ``\\r\\n``, as Java's ``readLine`` splits), a BOM dropped from the first, as a signed int.
@@ -102,10 +104,23 @@ def load(directory: Path, problems: list[str]) -> list[ToolFile]:
                 text=text,
                 statements=cut(text),
                 origin=Origin("flyway", version.replace("_", "."), description, str(checksum(raw))),
-                no_transaction_hint="put it in a file of its own",
+                transaction=_script_config(path),
+                no_transaction_hint="put it in a file of its own, or set executeInTransaction=false in its .conf",
             )
         )
     return files
+
+
+def _script_config(path: Path) -> bool | None:
+    """``executeInTransaction`` from the script's ``<name>.sql.conf`` (Flyway's script configuration), if set."""
+    conf = path.with_name(path.name + ".conf")
+    if not conf.is_file():
+        return None
+    for line in conf.read_text(encoding="utf-8", errors="replace").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "executeInTransaction":
+            return value.strip().lower() != "false"
+    return None
 
 
 def _classify(name: str, script: str, problems: list[str]) -> tuple[tuple[int, ...], str, str] | None:
