@@ -105,6 +105,9 @@ def test_goose_parser_follows_goose(tmp_path: Path) -> None:
     ]:
         with pytest.raises(goose.GooseSyntax, match=re.escape(problem)):
             goose.parse(text)
+    # NO TRANSACTION with the file's own BEGIN/COMMIT: a transactional part, then CONCURRENTLY outside.
+    backfill = layouts.load(LAYOUTS / "goose").migrations[2]
+    assert [(p.transactional, len(p.statements)) for p in backfill.parts] == [(True, 2), (False, 1)]
     folder = _folder(tmp_path, {"00001_a.sql": "-- +goose Up\nCREATE INDEX CONCURRENTLY i ON t (c);\n"})
     with pytest.raises(MigrationSetInvalid, match="add '-- \\+goose NO TRANSACTION'"):
         layouts.load(folder)

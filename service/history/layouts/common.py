@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from service.history import parts as file_parts
 from service.history import statements
-from service.history.migrations import Migration, Statement, normalise, sha256_text
+from service.history.migrations import Migration, Part, Statement, normalise, sha256_text
 from service.history.origin import Origin
 
 
@@ -57,31 +58,41 @@ def cut(text: str, start: int = 0, end: int | None = None) -> tuple[Statement, .
 
 def build(files: Sequence[ToolFile], problems: list[str]) -> tuple[Migration, ...]:
     """Migrations in the tool's order, versioned 0, 1, 2, … (the service's ordinal version)."""
-    out: list[Migration] = []
-    for version, tool_file in enumerate(files):
-        kinds = [statements.classify(s.sql) for s in tool_file.statements]
-        needs_alone = any(k.needs_no_transaction for k in kinds)
-        transactional = not needs_alone if tool_file.transaction is None else tool_file.transaction
-        if transactional and needs_alone:
-            stmt = next(s for s, k in zip(tool_file.statements, kinds, strict=True) if k.needs_no_transaction)
-            problems.append(
-                f"{tool_file.file}: statement {stmt.number} (line {stmt.line}) cannot run inside a transaction; "
-                f"{tool_file.no_transaction_hint}"
-            )
-        out.append(
-            Migration(
-                file=tool_file.file,
-                sha256=sha256_text(tool_file.text),
-                drizzle_hash=hashlib.sha256(tool_file.raw).hexdigest(),
-                statements=tool_file.statements,
-                version=version,
-                name=tool_file.origin.name,
-                transactional=transactional,
-                commits_after=any(k.adds_enum_value for k in kinds),
-                origin=tool_file.origin,
-            )
+    return tuple(_migration(version, tool_file, problems) for version, tool_file in enumerate(files))
+
+
+def _migration(version: int, tool_file: ToolFile, problems: list[str]) -> Migration:
+    """One file, with its transaction parts: the file's own ``BEGIN``/``COMMIT`` split it as they split it under
+    its tool (:mod:`service.history.parts`); without them it is one part, inside a transaction unless the file says
+    otherwise or a statement cannot run in one."""
+    kinds = [statements.classify(s.sql) for s in tool_file.statements]
+    if any(k.controls_transaction for k in kinds):
+        split = file_parts.split(
+            tool_file.file, tool_file.statements, kinds, starts_in_transaction=tool_file.transaction is not False
         )
-    return tuple(out)
+        problems.extend(split.problems)
+        parts = split.parts
+    else:
+        needs_alone = [s for s, k in zip(tool_file.statements, kinds, strict=True) if k.needs_no_transaction]
+        inside = not needs_alone if tool_file.transaction is None else tool_file.transaction
+        if inside and needs_alone:
+            problems.append(
+                f"{tool_file.file}: statement {needs_alone[0].number} (line {needs_alone[0].line}) cannot run inside "
+                f"a transaction; {tool_file.no_transaction_hint}"
+            )
+        parts = (Part(1, inside, tool_file.statements),)
+    return Migration(
+        file=tool_file.file,
+        sha256=sha256_text(tool_file.text),
+        drizzle_hash=hashlib.sha256(tool_file.raw).hexdigest(),
+        statements=tool_file.statements,
+        version=version,
+        name=tool_file.origin.name,
+        transactional=len(parts) == 1 and parts[0].transactional,
+        commits_after=any(k.adds_enum_value for k in kinds),
+        origin=tool_file.origin,
+        parts=parts,
+    )
 
 
 def without_table(migrations: Sequence[Migration]) -> tuple[Migration, ...]:
