@@ -24,6 +24,7 @@ import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Final
+from urllib.parse import urlsplit
 
 from service.errors import DatabaseUnavailable, ServerInsecure
 from service.identifiers import quote_ident
@@ -103,3 +104,11 @@ async def isolate(servers: Servers, configured: Sequence[str], *, embedded: bool
             log.warning("cannot check the isolation of server %s: %s", target.name, exc.message)
     async with catalog.catalog() as conn:
         await forbid_public_create(conn, catalog.catalog_database)
+    if not any(endpoint(t.admin_dsn) == endpoint(catalog.admin_dsn) for t in servers):
+        # The catalog's server holds no tenants, but start-up sessions use its maintenance database too.
+        maintenance = urlsplit(catalog.admin_dsn).path.lstrip("/") or "postgres"
+        conn = await catalog.connect(maintenance)
+        try:
+            await forbid_public_create(conn, maintenance)
+        finally:
+            await conn.close()
