@@ -8,6 +8,7 @@ replay 500), then lists them all by status while a watcher samples the server's 
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import tempfile
 import uuid
@@ -96,7 +97,9 @@ async def backends(url: str, prefix: str) -> tuple[int, int]:
         await conn.close()
 
 
-async def test_500_tenants_by_status_on_40_connections(small_server: str, budget_settings: Settings) -> None:
+async def test_500_tenants_by_status_on_40_connections(
+    small_server: str, budget_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running(budget_settings) as client:
         assert (await client.post("/tenants", json={"id": "seed"})).status_code == 201
     await copy_tenants(small_server, budget_settings, "seed", TENANTS - 1)
@@ -119,6 +122,8 @@ async def test_500_tenants_by_status_on_40_connections(small_server: str, budget
         finally:
             stop.set()
             await watcher
+        # No error anywhere: not in the answers, not in the service's log.
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
         for page in pages:
             assert page.status_code == 200, page.text
             assert len(page.json()["items"]) == TENANTS
