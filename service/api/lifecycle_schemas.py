@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from service.api.schemas import TenantId
+from service.api.schemas import ServerName, TenantId
 
 BACKUP_ID_PATTERN = r"^[0-9]{8}T[0-9]{12}Z-[0-9a-f]{4}$"
 BackupId = Annotated[str, StringConstraints(strict=True, pattern=BACKUP_ID_PATTERN, max_length=32)]
@@ -43,3 +43,31 @@ class RestoreRequest(BaseModel):
         description="Restore into a new tenant of this id (own role and password, in the answer) and leave this one "
         "alone. Default: in place.",
     )
+
+
+class MoveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"server": "b"}]})
+
+    server: ServerName = Field(description="The server to move it to (GET /servers).")
+
+
+class DrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    concurrency: int = Field(default=2, ge=1, le=32, description="Tenants moved at once.")
+    max_failures: int = Field(default=0, ge=0, description="Failed moves tolerated before the drain stops, failed.")
+
+
+class DrainOut(BaseModel):
+    server: str
+    draining: bool = Field(description="It takes no new tenants.")
+    state: Literal["running", "succeeded", "failed"] | None = Field(
+        description="Of the drain: running (moving its tenants), succeeded (none left), failed (too many failed "
+        "moves; POST drain again to resume); null when not draining."
+    )
+    tenants: int = Field(description="Tenants still on the server.")
+    moved: int = 0
+    failed: int = 0
+    concurrency: int | None = None
+    max_failures: int | None = None
+    error: dict[str, Any] | None = None

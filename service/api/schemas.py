@@ -100,6 +100,11 @@ class TenantOut(BaseModel):
     updated_at: datetime
     error: TenantError | None
     deleted_at: datetime | None = Field(default=None, description="When it was deleted (state deleted).")
+    progress: dict[str, Any] | None = Field(
+        default=None,
+        description="The step in flight (restoring, moving, deleting): {op, stage, from, to}; stages of a move: "
+        "start, target, frozen (writes stopped on the source), copy, cleanup.",
+    )
 
 
 _CONNECTION_URL = (
@@ -313,6 +318,7 @@ class ServerOut(FleetServerOut):
     healthy: bool = Field(description="It answered a query within a couple of seconds.")
     version: str | None = Field(description="Its PostgreSQL version (server_version), null when unhealthy.")
     error: str | None = Field(description="Why it is unhealthy; null when healthy.")
+    draining: bool = Field(default=False, description="It takes no new tenants (POST /servers/{name}/drain).")
 
 
 class ServerList(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from service.store import catalog
+from service.store import catalog, lifecycle
 from service.store.db import Conn, Servers
 
 
@@ -17,15 +17,17 @@ class ServerState:
     healthy: bool
     version: str | None
     error: str | None
+    draining: bool = False
 
 
 async def states(servers: Servers) -> list[ServerState]:
     """Every configured server with its tenant count (catalog) and a health check of its own, all at once."""
     async with servers.catalog.catalog() as conn:
         counts = await catalog.count_by_server(conn)
+        draining = await lifecycle.draining(conn)
     healths = await asyncio.gather(*(t.health() for t in servers))
     return [
-        ServerState(t.name, t.capacity, counts.get(t.name, 0), h.healthy, h.version, h.error)
+        ServerState(t.name, t.capacity, counts.get(t.name, 0), h.healthy, h.version, h.error, t.name in draining)
         for t, h in zip(servers, healths, strict=True)
     ]
 

@@ -34,9 +34,10 @@ async def server_major(target: Target) -> int:
         return int(await admin.fetchval("SELECT current_setting('server_version_num')")) // 10000
 
 
-async def tools_for(target: Target, at_least: int = 0) -> pgtools.Tools:
-    """pg_dump/pg_restore of the server's major version (else newer), and at least ``at_least``."""
-    return pgtools.for_server(max(await server_major(target), at_least))
+async def tools_for(target: Target, archive_major: int = 0) -> pgtools.Tools:
+    """pg_dump/pg_restore of the server's major version (else newer); for an archive, those of the pg_dump that
+    wrote it (a pg_restore reads its own archives and writes to its own and newer servers)."""
+    return pgtools.for_server(archive_major or await server_major(target))
 
 
 def archive_tool_major(archive: Path) -> int:

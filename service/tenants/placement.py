@@ -13,11 +13,11 @@ placement key; the lock ends with the transaction, so placements queue only for 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Final
 
-from service.errors import NoCapacity, ServerFull, UnknownServer
-from service.store import catalog
+from service.errors import NoCapacity, ServerDraining, ServerFull, UnknownServer
+from service.store import catalog, lifecycle
 from service.store.db import Conn, Servers, Target
 
 # First key of the placement lock: apart from db.LOCK_NAMESPACE (tenants, hashed ids) and rollouts' 0x7E4A2, so it
@@ -37,15 +37,18 @@ def _has_room(target: Target, counts: Mapping[str, int]) -> bool:
     return target.capacity is None or counts.get(target.name, 0) < target.capacity
 
 
-def choose(servers: Servers, counts: Mapping[str, int], named: str | None) -> Target:
-    """The server a new tenant goes to. Raises UnknownServer, ServerFull (the named one has no room), NoCapacity."""
+def choose(servers: Servers, counts: Mapping[str, int], named: str | None, draining: Collection[str] = ()) -> Target:
+    """The server a new tenant goes to, never a draining one. Raises UnknownServer, ServerDraining, ServerFull (the
+    named one has no room), NoCapacity."""
     if named is not None:
         target = require(servers, named)
+        if named in draining:
+            raise ServerDraining(server=named)
         if not _has_room(target, counts):
             raise ServerFull(server=named, capacity=target.capacity, tenants=counts.get(named, 0))
         return target
     order = {name: i for i, name in enumerate(servers.names)}
-    room = [t for t in servers if _has_room(t, counts)]
+    room = [t for t in servers if _has_room(t, counts) and t.name not in draining]
     if not room:
         raise NoCapacity(
             servers=[{"name": t.name, "tenants": counts.get(t.name, 0), "capacity": t.capacity} for t in servers]
@@ -59,4 +62,5 @@ async def place(conn: Conn, servers: Servers, tenant_id: str, named: str | None)
     The transaction-level lock is held until the caller commits, so the next placement counts this tenant.
     """
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_PLACEMENT_LOCK)
-    return choose(servers, await catalog.count_by_server(conn, excluding=tenant_id), named)
+    counts = await catalog.count_by_server(conn, excluding=tenant_id)
+    return choose(servers, counts, named, await lifecycle.draining(conn))

@@ -14,7 +14,7 @@ from service.store.catalog import Tenant
 from service.store.db import Conn
 from service.store.lifecycle import Backup, Drain
 from service.store.listing import Browse, Listed
-from service.tenants import backup, create, delete, migrate, reads, recover, repair, restore, rotate
+from service.tenants import backup, create, delete, migrate, move, reads, recover, repair, restore, rotate
 from service.tenants.context import Context
 from service.tenants.create import Created, CreateRequest
 from service.tenants.migrate import Upgrade
@@ -62,6 +62,9 @@ class Provisioner(Context):
 
     async def restore(self, tenant_id: str, backup_id: str, *, as_id: str | None = None) -> restore.Restored:
         return await restore.restore(self, tenant_id, backup_id, as_id=as_id)
+
+    async def move(self, tenant_id: str, server: str, *, wait: bool = False) -> Tenant:
+        return await move.move(self, tenant_id, server, wait=wait)
 
     async def recover(self) -> int:
         return await recover.recover(self)

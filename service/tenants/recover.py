@@ -10,7 +10,7 @@ from service.errors import ServiceError
 from service.store import catalog
 from service.store.catalog import Tenant
 from service.store.db import Conn
-from service.tenants import backup, delete, owned, restore
+from service.tenants import backup, delete, move, owned, restore
 from service.tenants.context import Context
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ async def _recover_one(ctx: Context, conn: Conn, tenant: Tenant) -> None:
         await (restore.finish if tenant.step and tenant.step.get("stage") == "swap" else restore.undo)(
             ctx, conn, tenant
         )
+    elif op == "move":
+        await move.recover(ctx, conn, tenant)
     elif op in ("delete", "undelete") or tenant.state == "deleting":
         await delete.recover(ctx, conn, tenant)
     elif tenant.state == "provisioning":

@@ -17,10 +17,18 @@ import asyncpg
 import pytest
 
 from service.config import Settings
-from service.errors import BackupNotFound, TenantDeleted, TenantExists, TenantNotDeleted, TenantNotFound, TenantNotReady
+from service.errors import (
+    BackupNotFound,
+    MoveRefused,
+    TenantDeleted,
+    TenantExists,
+    TenantNotDeleted,
+    TenantNotFound,
+    TenantNotReady,
+)
 from service.tenants.create import CreateRequest
 from tests.conftest import FIXTURES
-from tests.integration.lifecycle_support import checksums, fetch, password_of
+from tests.integration.lifecycle_support import checksums, fetch, password_of, url_on
 from tests.integration.test_servers import provisioner_for
 from tests.servers_support import names_on, second_cluster, two_servers
 
@@ -177,3 +185,92 @@ async def test_delete_undelete_and_purge(make_settings: MakeSettings, pg_url: st
             await p.get("dl2")
         assert (await p.create(CreateRequest("dl2"))).created  # the id is free again
     assert (await names_on(url_b, prefix))[0] == set()
+
+
+async def _write_until(url: str, stop: asyncio.Event, committed: list[str], failed: list[str]) -> None:
+    """Insert rows one at a time through the tenant's URL; note which returned success and which failed."""
+    conn: asyncpg.Connection | None = None
+    n = 0
+    while not stop.is_set():
+        n += 1
+        email = f"w{n}@x"
+        try:
+            if conn is None:
+                conn = await asyncpg.connect(url, timeout=2)
+            await conn.execute("INSERT INTO accounts (email) VALUES ($1)", email)
+            committed.append(email)
+        except Exception:  # any failure means "not acknowledged": the writer counts it and goes on
+            failed.append(email)
+            if conn is not None:
+                conn.terminate()
+            conn = None
+            await asyncio.sleep(0.02)
+    if conn is not None:
+        await conn.close()
+
+
+async def test_move_with_a_writer_loses_no_committed_write(
+    make_settings: MakeSettings, pg_url: str, url_b: str, tmp_path: Path
+) -> None:
+    settings = make_settings(FIXTURES / "ok", servers=two_servers(pg_url, url_b))
+    prefix, database = settings.db_prefix, f"{settings.db_prefix}mv1"
+    async with provisioner_for(settings) as p:
+        made = await p.create(CreateRequest("mv1", server="a"))
+        assert made.connection_url is not None
+        await fetch(made.connection_url, "INSERT INTO accounts (email) SELECT n || '@x' FROM generate_series(1, 500) n")
+        stop, committed, failed = asyncio.Event(), [], []
+        writer = asyncio.create_task(_write_until(made.connection_url, stop, committed, failed))
+        await asyncio.sleep(0.3)
+        moved = await p.move("mv1", "b", wait=True)
+        stop.set()
+        await writer
+        assert (moved.server, moved.state, moved.step) == ("b", "ready", None)
+        on_b = url_on(url_b, database, password_of(made.connection_url), database)  # the same password logs in
+        found = {r["email"] for r in await fetch(on_b, "SELECT email FROM accounts")}
+        assert committed
+        assert set(committed) <= found  # every insert that returned success is on the target
+        assert await names_on(pg_url, prefix) == (set(), set())  # the source was dropped after the switch
+        assert await names_on(url_b, prefix) == ({database}, {database})
+        assert (await p.schema("mv1")).status == "up_to_date"
+
+        with pytest.raises(MoveRefused):
+            await p.move("mv1", "b")
+        versions = [(await fetch(u, "SHOW server_version_num"))[0][0] for u in (pg_url, url_b)]
+        if int(versions[0]) // 10000 < int(versions[1]) // 10000:  # on CI: from PostgreSQL 18 back to 15
+            with pytest.raises(MoveRefused):
+                await p.move("mv1", "a", wait=True)
+            assert (await p.get("mv1")).server == "b"
+            return
+        back = await p.move("mv1", "a", wait=True)
+        assert back.server == "a"
+        assert len(await fetch(url_on(pg_url, database, password_of(made.connection_url), database), "SELECT 1")) == 1
+
+
+async def test_drain_empties_a_server_and_placement_skips_it(
+    make_settings: MakeSettings, serve: Callable[..., Any], pg_url: str, url_b: str
+) -> None:
+    settings = make_settings(FIXTURES / "ok", servers=two_servers(pg_url, url_b), rollout_poll_interval=0.2)
+    async with serve(settings) as client:
+        for tid in ("dr1", "dr2", "dr3"):
+            assert (await client.post("/tenants", json={"id": tid, "server": "a"})).status_code == 201
+        started = await client.post("/servers/a/drain", json={"concurrency": 2})
+        assert started.status_code == 202, started.text
+        assert started.json()["draining"] is True
+        for _ in range(600):
+            state = (await client.get("/servers/a/drain")).json()
+            if state["state"] != "running":
+                break
+            await asyncio.sleep(0.1)
+        assert (state["state"], state["tenants"], state["moved"], state["failed"]) == ("succeeded", 0, 3, 0)
+        servers = {s["name"]: s for s in (await client.get("/servers")).json()["items"]}
+        assert (servers["a"]["draining"], servers["a"]["tenants"], servers["b"]["tenants"]) == (True, 0, 3)
+        assert (await names_on(pg_url, settings.db_prefix))[0] == set()
+        # placement skips it, and naming it is refused
+        assert (await client.post("/tenants", json={"id": "dr4"})).json()["server"] == "b"
+        refused = await client.post("/tenants", json={"id": "dr5", "server": "a"})
+        assert (refused.status_code, refused.json()["code"]) == (409, "server_draining")
+        refused = await client.post("/tenants/dr1/move", json={"server": "a"})
+        assert (refused.status_code, refused.json()["code"]) == (409, "server_draining")
+        # undrained, it takes tenants again
+        assert (await client.post("/servers/a/undrain")).json()["draining"] is False
+        assert (await client.post("/tenants", json={"id": "dr5"})).json()["server"] == "a"

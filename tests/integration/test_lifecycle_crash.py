@@ -7,14 +7,19 @@ points cost N + 1 process starts.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import FIXTURES
-from tests.integration.lifecycle_support import checksums, fetch
+from tests.integration.lifecycle_support import checksums, fetch, password_of, url_on
 from tests.integration.test_crash import env, request, request_until_killed
 from tests.process import ServiceProcess
-from tests.servers_support import names_on
+from tests.servers_support import names_on, second_cluster, two_servers
 
 __all__ = ["env"]  # the fixture, shared with test_crash
 
@@ -85,3 +90,56 @@ async def test_kill_during_delete_and_undelete(
         assert (await fetch(made["connection_url"], "SELECT email FROM accounts WHERE email = 'kept@x'"))[0]
     finally:
         service.stop()
+
+
+# after_drop before after_switch: recovering a switched move passes move.after_drop.
+MOVE_POINTS = [
+    "move.after_record",
+    "move.after_target",
+    "move.after_freeze",
+    "move.after_copy",
+    "move.after_drop",
+    "move.after_switch",
+]
+
+
+async def test_kill_at_each_step_of_a_move(
+    env: Callable[..., dict[str, str]], pg_url: str, tag: str, tmp_path: Path
+) -> None:
+    """Two servers of one version (pg_dump copies to the same or a newer one), the catalog on a third."""
+    with second_cluster() as (_, url_a), second_cluster() as (_, url_b):
+        urls = {"a": url_a, "b": url_b}
+        base = env(FIXTURES / "ok", TENANTS_SERVERS=json.dumps(two_servers(url_a, url_b)))
+        database, log = f"t{tag}_mc", tmp_path / "log"
+        first = ServiceProcess(base, log).start()
+        made = (await request("POST", f"{first.url}/tenants", json={"id": "mc", "server": "a"})).json()
+        password = password_of(made["connection_url"])
+        await fetch(
+            made["connection_url"], "INSERT INTO accounts (email) SELECT n || '@x' FROM generate_series(1, 99) n"
+        )
+        before = await checksums(url_a, database)
+        assert first.stop() == 0
+        for point in [*MOVE_POINTS, None]:
+            service = ServiceProcess({**base, "TENANTS_FAILPOINT": point} if point else base, log).start()
+            try:
+                tenant = (await request("GET", f"{service.url}/tenants/mc")).json()
+                assert (tenant["state"], tenant["progress"]) == ("ready", None), point
+                here, there = tenant["server"], "b" if tenant["server"] == "a" else "a"
+                # on exactly one server, with all its data, and the same password logs in there
+                assert await names_on(urls[here], f"t{tag}_") == ({database}, {database}), point
+                assert await names_on(urls[there], f"t{tag}_") == (set(), set()), point
+                assert await checksums(urls[here], database) == before, point
+                assert await fetch(url_on(urls[here], database, password, database), "SELECT 1")
+                if point is None:  # and a move runs to its end: tenantctl move --wait
+                    cli = [sys.executable, "-m", "service", "move", "mc", there, "--wait", "--json"]
+                    env_cli = {**os.environ, "TENANTS_URL": service.url}
+                    done = await asyncio.to_thread(subprocess.run, cli, env=env_cli, capture_output=True, text=True)
+                    assert done.returncode == 0, done.stderr
+                    assert json.loads(done.stdout)["server"] == there
+                    assert await checksums(urls[there], database) == before
+                    break
+                started = await request("POST", f"{service.url}/tenants/mc/move", json={"server": there})
+                assert started.status_code == 202, started.text  # the move runs on, and the process dies in it
+                assert await asyncio.to_thread(service.wait_dead) != 0
+            finally:
+                service.kill()

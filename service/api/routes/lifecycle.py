@@ -95,3 +95,23 @@ async def undelete_tenant(tenant_id: TenantIdPath, provisioner: ProvisionerDep) 
     """Bring a deleted tenant back with all its data: its role logs in again with the same password. Only within
     TENANTS_DELETE_RETENTION of the delete (404 after: it is purged)."""
     return convert.tenant(await provisioner.undelete(tenant_id), provisioner.migrations.latest_version)
+
+
+@router.post(
+    "/{tenant_id}/move",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TenantOut,
+    responses=responses(404, 409, 422, 503),
+)
+async def move_tenant(
+    tenant_id: TenantIdPath, body: ls.MoveRequest, provisioner: ProvisionerDep, response: Response
+) -> TenantOut:
+    """Move the tenant to another server; poll GET /tenants/{id}: `moving` with its `progress`, then `ready` with
+    the new `server` (or, if the move failed and was undone, `ready` on the old one; /events says why).
+
+    Writes stop on the source for the copy (clients get an error, never a lost write); the copy is verified
+    (history, schema, row count and checksum per table, sequences) before the catalog switches; the role is made on
+    the target with the same password; the source database is dropped only after the switch."""
+    tenant = await provisioner.move(tenant_id, body.server)
+    response.headers["Location"] = f"/tenants/{tenant_id}"
+    return convert.tenant(tenant, provisioner.migrations.latest_version)
