@@ -43,6 +43,7 @@ async def test_one_server_by_default(make_settings: MakeSettings) -> None:
             "tenants": 1,
             "healthy": True,
             "error": None,
+            "draining": False,
         }
         unknown = await create(client, "other", server="elsewhere")
         assert (unknown.status_code, unknown.json()["code"]) == (422, "unknown_server")
