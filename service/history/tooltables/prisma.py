@@ -29,8 +29,14 @@ CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
     started_at              TIMESTAMPTZ NOT NULL DEFAULT now(),
     applied_steps_count     INTEGER NOT NULL DEFAULT 0
 )"""
+# A retry of a file that runs outside a transaction finds its started row already there: it is not added twice.
 _START: Final = """
-INSERT INTO "_prisma_migrations" (id, checksum, started_at, migration_name) VALUES ($1, $2, clock_timestamp(), $3)
+INSERT INTO "_prisma_migrations" (id, checksum, started_at, migration_name)
+SELECT $1, $2, clock_timestamp(), $3::varchar
+WHERE NOT EXISTS (
+    SELECT 1 FROM "_prisma_migrations" WHERE migration_name = $3::varchar AND finished_at IS NULL
+    AND rolled_back_at IS NULL
+)
 """
 _FINISH: Final = """
 UPDATE "_prisma_migrations" SET applied_steps_count = applied_steps_count + 1, finished_at = clock_timestamp()
