@@ -5,8 +5,10 @@ None of these starts a PostgreSQL: each refusal comes before one would be needed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import socket
 import subprocess
 import sys
@@ -111,3 +113,33 @@ def test_taken_ports(squatter: int, tmp_path: Path) -> None:
         "another port with TENANTS_EMBEDDED_PORT"
     )
     assert not (tmp_path / "data" / "pgdata").exists()  # refused before initdb
+
+
+def test_unset_log_format_is_text_on_a_terminal_and_json_otherwise(tmp_path: Path) -> None:
+    """Without TENANTS_LOG_FORMAT: a person at a terminal reads text lines; a file or collector gets JSON."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_no_zero.sql").write_text("SELECT 1;\n")
+    env = {"TENANTS_MIGRATIONS_DIR": str(folder), "TENANTS_DATA_DIR": str(tmp_path / "data")}
+    assert paragraph(serve(env).stderr, "json")  # stderr is a pipe here
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TENANTS_")}
+    controller, terminal = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--port", str(free_port())],
+        env={**base, **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+    ) as proc:
+        os.close(terminal)
+        seen = b""
+        with contextlib.suppress(OSError):  # EIO once the child has closed the terminal
+            while chunk := os.read(controller, 4096):
+                seen += chunk
+        assert proc.wait(timeout=60) == 1
+    os.close(controller)
+    text = seen.decode().replace("\r\n", "\n")
+    assert not any(line.startswith("{") for line in text.splitlines()), text
+    said = paragraph(text, "text")
+    assert said[0] == f"The service did not start: the migrations folder {folder} is not valid."
