@@ -12,7 +12,7 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import Depends, FastAPI
 
 from service import __version__
-from service.api import limits, problems
+from service.api import httpmetrics, limits, problems
 from service.api.auth import authorize
 from service.api.routes import databases, drains, drift, fleet, lifecycle, rollouts, servers, system, tenants
 from service.api.ui import install as install_console
@@ -119,6 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(limits.BodyLimit)
     # Outermost: the request id exists before anything else logs, and is returned on every answer.
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id)
+    httpmetrics.install(app)
     guarded = {"dependencies": [Depends(authorize)], "responses": problems.responses(401, 403)}
     app.include_router(tenants.router, **guarded)  # type: ignore[arg-type]
     app.include_router(lifecycle.router, **guarded)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ No traceback ever reaches a client: unexpected exceptions are logged here and an
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -63,6 +64,9 @@ STATUS: Final[dict[type[errors.ServiceError], int]] = {
 
 _HTTP_CODES: Final = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 _ID_LOCATIONS: Final = {("body", "id"), ("path", "tenant_id")}
+# One answer for a body that is not JSON, however it is broken: pydantic's json_invalid (422 by default) and
+# FastAPI's own 400 (a parser that gives up, e.g. on arrays nested thousands deep) alike.
+_UNPARSEABLE: Final = "the request body is not valid JSON"
 
 
 def status_of(exc: errors.ServiceError) -> int:
@@ -100,6 +104,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # Never echo the input back: it may be hostile or huge.
     found = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+    if any(e["type"] == "json_invalid" for e in found):
+        return problem(400, "bad_request", _UNPARSEABLE, errors=found)
     on_id = any(tuple(e["loc"][:2]) in _ID_LOCATIONS for e in found)
     if on_id:
         return problem(422, errors.InvalidTenantId.code, errors.InvalidTenantId().message, errors=found)
@@ -110,6 +116,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    if exc.status_code == 400:
+        detail = _UNPARSEABLE
     response = problem(exc.status_code, code, detail)
     if exc.headers:
         response.headers.update(exc.headers)
@@ -119,14 +127,26 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _allowed(request: Request) -> str:
-    """Every method of the path: Starlette's 405 names only those of the first route that matched the path."""
-    methods = {
-        method
-        for route in request.app.routes
-        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] != Match.NONE
-        for method in getattr(route, "methods", None) or ()
-    }
+    """Every method of the path, from the OpenAPI document's path templates (FastAPI nests included routers, so
+    walking ``app.routes`` finds none) and the app's own routes (docs). FastAPI answers no HEAD on its routes."""
+    path = request.url.path
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if _template(template).fullmatch(path):
+            methods.update(m.upper() for m in operations if m.upper() in _METHODS)
+    for route in request.app.routes:
+        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
     return ", ".join(sorted(methods))
+
+
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _template(path: str) -> re.Pattern[str]:
+    """``/tenants/{tenant_id}/schema`` as a pattern: a parameter is one path segment."""
+    parts = re.split(r"(\{[^}]+\})", path)
+    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts if p))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

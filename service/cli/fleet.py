@@ -1,4 +1,4 @@
-"""Commands over the fleet: databases on the servers, the servers, rollouts."""
+"""Commands over the fleet: databases on the servers, the servers, drift sweeps, rollouts."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import typer
 
 from service.cli.app import app
 from service.cli.output import JsonOpt, checked, emit, request, table
+
+rollouts = typer.Typer(help="List, show and cancel rollouts (`tenantctl rollout` starts one).", no_args_is_help=True)
+app.add_typer(rollouts, name="rollouts")
 
 RolloutIdArg = Annotated[int, typer.Argument(help="Rollout id.", min=1, show_default=False)]
 # Seconds between two looks at a rollout's progress (rollout --wait).
@@ -20,7 +23,8 @@ def databases(
     as_json: JsonOpt = False,
 ) -> None:
     """List every database on the servers: managed, unmanaged (adoptable), other, internal."""
-    items = request("GET", "/databases", params={} if server is None else {"server": server}).json()["items"]
+    params = {} if server is None else {"server": server}
+    items = request("GET", "/databases", params=params, as_json=as_json).json()["items"]
     rows = [
         [
             d["server"],
@@ -39,7 +43,7 @@ def databases(
 @app.command()
 def servers(as_json: JsonOpt = False) -> None:
     """List the database servers: tenants, capacity, health; exit 1 if any is unhealthy."""
-    items = request("GET", "/servers").json()["items"]
+    items = request("GET", "/servers", as_json=as_json).json()["items"]
     rows = [
         [
             s["name"],
@@ -124,7 +128,7 @@ def rollout(
         body["to_version"] = to
     if tenant:
         body["tenants"] = [checked(t) for t in tenant]
-    data = request("POST", "/rollouts", json=body).json()
+    data = request("POST", "/rollouts", json=body, as_json=as_json).json()
     if wait:
         data = _follow(data)
     emit(data, as_json, _rollout_human(data, every_tenant=False))
@@ -132,17 +136,48 @@ def rollout(
         raise typer.Exit(1)
 
 
-@app.command("rollout-status")
-def rollout_status(rollout_id: RolloutIdArg, as_json: JsonOpt = False) -> None:
+@rollouts.command("show")
+def rollout_show(rollout_id: RolloutIdArg, as_json: JsonOpt = False) -> None:
     """Show a rollout and each of its tenants; exit 1 when it failed or was cancelled."""
-    data = request("GET", f"/rollouts/{rollout_id}").json()
+    data = request("GET", f"/rollouts/{rollout_id}", as_json=as_json).json()
     emit(data, as_json, _rollout_human(data, every_tenant=True))
     if data["state"] in ("failed", "cancelled"):
         raise typer.Exit(1)
 
 
-@app.command("rollout-cancel")
+@rollouts.command("cancel")
 def rollout_cancel(rollout_id: RolloutIdArg, as_json: JsonOpt = False) -> None:
     """Start no more tenants in a rollout (those running finish)."""
-    data = request("POST", f"/rollouts/{rollout_id}/cancel").json()
+    data = request("POST", f"/rollouts/{rollout_id}/cancel", as_json=as_json).json()
     emit(data, as_json, _rollout_human(data, every_tenant=False))
+
+
+@rollouts.command("list")
+def rollout_list(
+    limit: Annotated[int, typer.Option(help="Newest rollouts to show.", min=1, max=500)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List rollouts, newest first, with their counts."""
+    items = request("GET", "/rollouts", params={"limit": limit}, as_json=as_json).json()["items"]
+    rows = [
+        [str(r["id"]), r["state"], str(r["to_version"]), str(r["total"]), str(r["done"]), str(r["failed"])]
+        for r in items
+    ]
+    emit(items, as_json, table(rows, ["ID", "STATE", "TO", "TENANTS", "DONE", "FAILED"]))
+
+
+# The names before `rollouts show|cancel`, kept for scripts written against them.
+app.command("rollout-status", hidden=True)(rollout_show)
+app.command("rollout-cancel", hidden=True)(rollout_cancel)
+
+
+@app.command("drift-sweep")
+def drift_sweep(as_json: JsonOpt = False) -> None:
+    """Check every tenant for drift now; exit 1 when any has drifted."""
+    data = request("POST", "/drift-checks", as_json=as_json).json()
+    lines = [f"checked {data['checked']} tenant(s), {len(data['drifted'])} drifted"]
+    lines += [f"drifted: {t}" for t in data["drifted"]]
+    lines += [f"skipped: {s.get('tenant')}: {s.get('code')}: {s.get('message')}" for s in data["skipped"]]
+    emit(data, as_json, "\n".join(lines))
+    if data["drifted"]:
+        raise typer.Exit(1)

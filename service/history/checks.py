@@ -1,7 +1,8 @@
 """``tenantctl check``: is a migrations folder fit to ship? No server needed; meant for pre-commit and CI.
 
 It reports, all at once: what would stop the service from loading the folder (names, gaps, duplicates, empty or
-non-UTF-8 files, statements that cannot run in a transaction), a Drizzle journal that disagrees with the files,
+non-UTF-8 files, statements that cannot run in a transaction), statements PostgreSQL cannot parse (file, line and
+column, pinned or not: :mod:`service.history.syntax`), a Drizzle journal that disagrees with the files,
 files that changed or appeared since ``tenants.sum`` was written, and with ``lint`` the heavy-lock statements of
 new files (:mod:`service.lint`). The running service never reads the sum file: it compares each tenant's own
 history instead; the sum catches an edit before it ever reaches a tenant.
@@ -28,13 +29,13 @@ from pathlib import Path
 from typing import Final, Literal
 
 from service.errors import MigrationSetInvalid
-from service.history import journal, layouts, lint, migrations, nnnn
+from service.history import journal, layouts, lint, migrations, nnnn, syntax
 
 SUM_FILE: Final = "tenants.sum"
 _PREFIX: Final = "h1:"
 _WRITE: Final = "`tenantctl check --write-sum`"
 
-Kind = Literal["files", "journal", "sum", "lint"]
+Kind = Literal["files", "syntax", "journal", "sum", "lint"]
 SumState = Literal["ok", "absent", "mismatch", "written"]
 JournalState = Literal["ok", "absent", "problems"]
 
@@ -46,6 +47,7 @@ class Finding:
     file: str | None = None
     line: int | None = None
     rule: str | None = None
+    column: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ def check(directory: Path, *, lint_new: bool = False) -> Report:
     names = _sql_files(directory)
     drizzle = (directory / journal.JOURNAL).is_file()
     errors, notes = _file_problems(directory)
+    errors += _syntax_problems(directory, names)
     if drizzle:
         errors += _bom_problems(directory, names)
     journal_state: JournalState = "ok" if drizzle else "absent"
@@ -147,7 +150,14 @@ def as_dict(report: Report) -> dict[str, object]:
     """The report for tools (``--json``)."""
 
     def finding(f: Finding) -> dict[str, object]:
-        return {"kind": f.kind, "file": f.file, "line": f.line, "rule": f.rule, "message": f.message}
+        return {
+            "kind": f.kind,
+            "file": f.file,
+            "line": f.line,
+            "column": f.column,
+            "rule": f.rule,
+            "message": f.message,
+        }
 
     return {
         "directory": str(report.directory),
@@ -249,6 +259,18 @@ def _file_problems(directory: Path) -> tuple[list[Finding], list[Finding]]:
     errors = [Finding("files", p) for p in found.problems] + [Finding("journal", p) for p in found.journal]
     warnings = [Finding("journal", w, w.split(" ", 1)[0]) for w in found.warnings]
     return errors, warnings
+
+
+def _syntax_problems(directory: Path, names: Sequence[str]) -> list[Finding]:
+    """Seeds too: a seed that does not parse fails every creation."""
+    seeds = directory / "seeds"
+    paths = [(directory / n, n) for n in names]
+    paths += [(s, f"seeds/{s.name}") for s in sorted(seeds.glob("*.sql"))] if seeds.is_dir() else []
+    return [
+        Finding("syntax", str(p), p.file, p.line, column=p.column)
+        for path, name in paths
+        for p in syntax.file_problems(path, name)
+    ]
 
 
 def _bom_problems(directory: Path, names: Sequence[str]) -> list[Finding]:

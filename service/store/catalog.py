@@ -232,6 +232,31 @@ async def end_operation(conn: Conn, op_id: int, error: dict[str, Any] | None = N
     )
 
 
+async def with_running_operations(conn: Conn) -> list[str]:
+    """Tenants (deleted ones too) with an operation still ``running``: in progress, or its process died."""
+    rows = await conn.fetch("SELECT DISTINCT tenant_id FROM operations WHERE state = 'running' ORDER BY 1")
+    return [r["tenant_id"] for r in rows]
+
+
+async def close_interrupted(conn: Conn, tenant_id: str, finished_kind: str | None, error: dict[str, Any]) -> int:
+    """End the tenant's ``running`` operations (call holding its lock: none is really running): those of
+    ``finished_kind`` succeeded (recovery finished them), the others failed with ``error``; each is marked
+    ``"recovered": true`` in its detail. Returns how many were closed."""
+    closed: int = await conn.fetchval(
+        """WITH closed AS (
+               UPDATE operations SET finished_at = now(),
+                      state = CASE WHEN kind = $2 THEN 'succeeded' ELSE 'failed' END,
+                      error = CASE WHEN kind = $2 THEN NULL ELSE $3::jsonb END,
+                      detail = coalesce(detail, '{}'::jsonb) || '{"recovered": true}'::jsonb
+               WHERE tenant_id = $1 AND state = 'running' RETURNING 1
+           ) SELECT count(*) FROM closed""",
+        tenant_id,
+        finished_kind,
+        json.dumps(error),
+    )
+    return closed
+
+
 async def end_migration(
     conn: Conn, op_id: int, tenant_id: str, version: int | None, error: dict[str, Any] | None = None
 ) -> None:

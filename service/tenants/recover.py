@@ -1,6 +1,7 @@
 """Recovery: finish or undo what a dead process left in flight (``provisioning``, ``deleting``, owned leftovers),
-and drop template databases whose build was interrupted. Runs at start; tenants another live replica is working on
-(their lock is held) are left to it."""
+close the operations it left ``running`` in the audit trail with their outcome, and drop template databases whose
+build was interrupted. Runs at start; tenants another live replica is working on (their lock is held) are left to
+it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ from service.tenants import backup, delete, move, owned, restore
 from service.tenants.context import Context
 
 log = logging.getLogger(__name__)
+
+_INTERRUPTED = {
+    "code": "interrupted",
+    "message": "the process ended during this operation; recovery closed it (the tenant's state and its own "
+    "history show what was done)",
+}
 
 
 async def recover(ctx: Context) -> int:
@@ -38,6 +45,7 @@ async def recover(ctx: Context) -> int:
             await lease.release()
     touched += await _clean_backups(ctx)
     touched += await delete.purge_expired(ctx)
+    await _close_operations(ctx)
     await _drop_orphan_templates(ctx)
     return touched
 
@@ -75,6 +83,27 @@ async def _recover_one(ctx: Context, conn: Conn, tenant: Tenant) -> None:
         await owned.fail(ctx, conn, tenant, error)
     else:
         await owned.drop_owned(ctx, conn, tenant)
+
+
+async def _close_operations(ctx: Context) -> None:
+    """A ``running`` operation whose tenant's lock is free was interrupted: a delete whose tenant is deleted or gone
+    (now, or by the recovery above) succeeded; anything else failed, ``interrupted``."""
+    async with ctx.server.catalog() as conn:
+        tenant_ids = await catalog.with_running_operations(conn)
+    for tenant_id in tenant_ids:
+        lease = await ctx.locks.try_acquire(tenant_id)
+        if lease is None:
+            continue
+        try:
+            tenant = await catalog.get(lease.conn, tenant_id)
+            # A creation undone above says so in the tenant's own error: the audit trail says the same.
+            undone = tenant is not None and tenant.error is not None and tenant.error.get("code") == "interrupted"
+            error = tenant.error if undone and tenant is not None and tenant.error is not None else _INTERRUPTED
+            deleted = tenant is None or tenant.state == "deleted"
+            closed = await catalog.close_interrupted(lease.conn, tenant_id, "delete" if deleted else None, error)
+            log.warning("closed %d interrupted operation(s) of tenant %s", closed, tenant_id)
+        finally:
+            await lease.release()
 
 
 async def _drop_orphan_templates(ctx: Context) -> None:

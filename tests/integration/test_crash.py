@@ -50,6 +50,20 @@ async def tenant_databases(pg_url: str, tag: str) -> list[str]:
         await conn.close()
 
 
+async def operations(pg_url: str, tag: str, tenant_id: str) -> list[tuple[str, str, str | None, bool]]:
+    """The tenant's audit trail, oldest first: (kind, state, error code, closed by recovery)."""
+    conn = await asyncpg.connect(with_database(pg_url, f"cat_{tag}"))
+    try:
+        rows = await conn.fetch(
+            """SELECT kind, state, error->>'code' AS code, coalesce((detail->>'recovered')::boolean, false) AS rec
+               FROM operations WHERE tenant_id = $1 ORDER BY id""",
+            tenant_id,
+        )
+        return [(r["kind"], r["state"], r["code"], r["rec"]) for r in rows]
+    finally:
+        await conn.close()
+
+
 async def request(method: str, url: str, **kwargs: object) -> httpx.Response:
     async with httpx.AsyncClient(timeout=60) as client:
         return await client.request(method, url, **kwargs)  # type: ignore[arg-type]
@@ -75,6 +89,8 @@ async def test_kill_during_create(
         assert tenant["state"] == "failed"
         assert tenant["error"]["code"] == "interrupted"
         assert await tenant_databases(pg_url, tag) == []
+        # The audit trail says so too: the creation is closed, failed, by recovery.
+        assert await operations(pg_url, tag, "k1") == [("create", "failed", "interrupted", True)]
         retry = await request("POST", f"{service.url}/tenants", json={"id": "k1"})
         assert retry.status_code == 201, retry.text
         assert (await request("GET", f"{service.url}/tenants/k1/schema")).json()["status"] == "up_to_date"
@@ -141,6 +157,7 @@ async def test_kill_mid_chain_during_migrate(
         # 0002 committed on its own (enum value); 0003 died with its transaction: nothing half-applied.
         assert schema["current_version"] == 2
         assert [p["version"] for p in schema["pending"]] == [3]
+        assert (await operations(pg_url, tag, "mig"))[-1] == ("migrate", "failed", "interrupted", True)
         done = await request("POST", f"{service.url}/tenants/mig/migrate")
         assert done.status_code == 200
         assert done.json()["status"] == "up_to_date"
@@ -162,6 +179,8 @@ async def test_kill_during_delete(
     try:
         assert (await request("GET", f"{service.url}/tenants/del")).status_code == 404
         assert await tenant_databases(pg_url, tag) == []
+        # Recovery finished the delete, and closed its operation as the success it is.
+        assert (await operations(pg_url, tag, "del"))[-1] == ("delete", "succeeded", None, True)
         again = await request("POST", f"{service.url}/tenants", json={"id": "del"})
         assert again.status_code == 201
     finally:

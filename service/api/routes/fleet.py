@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from service.api import schemas
+from service.api import httpmetrics, schemas
 from service.api.deps import ProvisionerDep, RolloutsDep
 from service.api.problems import responses
 from service.fleet.rollouts import DURATION_BUCKETS
@@ -42,9 +42,9 @@ async def fleet(provisioner: ProvisionerDep) -> schemas.FleetOut:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}},
 )
-async def metrics(provisioner: ProvisionerDep, rollouts: RolloutsDep) -> Response:
-    """Prometheus metrics: tenants by version, state, status and server, the latest version on disk, and how long
-    rollouts took to migrate each tenant."""
+async def metrics(request: Request, provisioner: ProvisionerDep, rollouts: RolloutsDep) -> Response:
+    """Prometheus metrics: tenants by version, state, status and server, the latest version on disk, how long
+    rollouts took to migrate each tenant, and HTTP requests (count and latency by route, method and status)."""
     counts = await provisioner.fleet()
     latest = provisioner.migrations.latest_version
     registry = CollectorRegistry()
@@ -63,7 +63,8 @@ async def metrics(provisioner: ProvisionerDep, rollouts: RolloutsDep) -> Respons
     for target in provisioner.servers:
         by_server.labels(server=target.name).set(counts.by_server.get(target.name, 0))
     registry.register(_Fixed(await _rollout_durations(rollouts)))
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(registry) + httpmetrics.render(request.app)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 async def _rollout_durations(rollouts: RolloutsDep) -> HistogramMetricFamily:
