@@ -79,7 +79,7 @@ async def known_query(request: Request) -> None:
 
 _BODY_ANSWERS: Final = {
     # FastAPI's own answer when the JSON parser gives up (e.g. arrays nested thousands deep).
-    "400": {"description": "Bad Request: the body could not be parsed"},
+    "400": {"description": "Bad Request: the body is not valid JSON"},
     "413": {"description": "Content Too Large"},
 }
 

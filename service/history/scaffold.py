@@ -26,10 +26,8 @@ from service.history import checks, journal, layouts, migrations
 _NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 # drizzle-kit's snapshot version for PostgreSQL, used when the journal names none.
 _DRIZZLE_VERSION: Final = "7"
-_PLACEHOLDER: Final = (
-    "-- {tag}: write the migration here; separate statements with a line '--> statement-breakpoint'.\n"
-    "-- Then run `tenantctl check --write-sum` to pin it.\n"
-)
+# Never drizzle's breakpoint marker in it: the file is split on that text, comments or not.
+_PLACEHOLDER: Final = "-- {tag}: write the migration's SQL here, then run `tenantctl check --write-sum` to pin it.\n"
 
 
 @dataclass(frozen=True, slots=True)

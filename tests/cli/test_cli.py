@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,6 +25,8 @@ import asyncpg
 import httpx
 import pytest
 
+from service import __version__
+from service.cli import main as cli_main
 from service.store.db import with_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,9 +119,11 @@ def tenantctl(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def one_error_line(result: subprocess.CompletedProcess[str], prefix: str) -> str:
+    """The error's first line; any further line is one of its details, indented (``  name: value``)."""
     lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
+    assert lines, result.stderr
     assert lines[0].startswith(prefix), result.stderr
+    assert all(line.startswith("  ") and ": " in line for line in lines[1:]), result.stderr
     return lines[0]
 
 
@@ -175,8 +180,11 @@ async def test_cli_drives_the_service(service: Service, pg_url: str, tag: str) -
     listed = tenantctl(url, "list")
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert lines[0].split() == ["ID", "STATE", "VERSION", "DATABASE"]
-    assert [line.split()[:3] for line in lines[1:]] == [["acme", "ready", "1"], ["beta", "ready", "1"]]
+    assert lines[0].split() == ["ID", "STATE", "STATUS", "VERSION", "SERVER", "DATABASE"]
+    assert [line.split()[:5] for line in lines[1:]] == [
+        ["acme", "ready", "up_to_date", "1/1", "default"],
+        ["beta", "ready", "up_to_date", "1/1", "default"],
+    ]
     listed_json = json.loads(tenantctl(url, "list", "--json", "--state", "ready").stdout)
     assert [t["id"] for t in listed_json] == ["acme", "beta"]
     assert json.loads(tenantctl(url, "list", "--json", "--state", "failed").stdout) == []
@@ -216,6 +224,8 @@ async def test_cli_drives_the_service(service: Service, pg_url: str, tag: str) -
         ("create", "acme", "--seed", "no-equals-sign"),
         ("delete", "acme"),
         ("frobnicate",),
+        ("list", "--state", "bogus"),
+        ("create", "acme", "--strategy", "copy"),
     ],
 )
 def test_bad_usage_exits_2_without_calling_the_service(args: tuple[str, ...]) -> None:
@@ -236,7 +246,7 @@ def test_unreachable_service_exits_1(args: tuple[str, ...]) -> None:
     assert url in line
 
 
-def test_failed_creation_is_one_line_with_the_location(pg_url: str, tag: str, cleanup: None, tmp_path: Path) -> None:
+def test_failed_creation_names_the_location(pg_url: str, tag: str, cleanup: None, tmp_path: Path) -> None:
     env = base_env(
         TENANTS_DATABASE_URL=pg_url,
         TENANTS_CATALOG_DATABASE=f"cat_{tag}",
@@ -248,8 +258,10 @@ def test_failed_creation_is_one_line_with_the_location(pg_url: str, tag: str, cl
     try:
         result = tenantctl(running.url, "create", "acme")
         assert result.returncode == 1
-        line = one_error_line(result, "tenantctl: migration_failed: 0002_notes.sql: ")
-        assert "(file=0002_notes.sql, statement=3, line=5, sqlstate=42P01)" in line
+        one_error_line(result, "tenantctl: migration_failed: 0002_notes.sql: ")
+        details = result.stderr.splitlines()[1:]
+        for member in ("file: 0002_notes.sql", "statement: 3", "line: 5", "sqlstate: 42P01", "version: 2"):
+            assert f"  {member}" in details, result.stderr
     finally:
         assert running.stop() in CLEAN_EXIT
 
@@ -329,3 +341,65 @@ def test_zero_config_embedded_postgres_survives_a_restart(data_dir: Path, tmp_pa
     assert _postgres_processes_for(data_dir) == []
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
     assert "Traceback" not in log.read_text(errors="replace")
+
+
+# -- the CLI says why (in-process: service.cli.main against the real server) ------------------------------------
+
+
+def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as caught:
+        cli_main(list(args))
+    out, err = capsys.readouterr()
+    return int(caught.value.code or 0), out, err
+
+
+def test_cli_prints_the_reason_of_every_problem(service: Service, capsys: pytest.CaptureFixture[str]) -> None:
+    url = ("--url", service.url)
+    code, out, err = _main(capsys, *url, "create", "acme", "--name", "x" * 300)
+    assert (code, out) == (1, "")
+    lines = err.splitlines()
+    assert lines[0] == "tenantctl: invalid_request: the request is invalid (HTTP 422)"
+    assert [line for line in lines[1:] if line.startswith("  body.name: ")], err
+    # --json: the problem body itself on stdout, the same reason on stderr.
+    code, out, err = _main(capsys, *url, "create", "acme", "--name", "x" * 300, "--json")
+    body = json.loads(out)
+    assert (code, body["code"], body["status"]) == (1, "invalid_request", 422)
+    assert body["errors"][0]["loc"] == ["body", "name"]
+    # Extra members, one per line.
+    code, out, err = _main(capsys, *url, "create", "acme", "--server", "nosuch")
+    assert (code, err.splitlines()[0].split(":")[1]) == (1, " unknown_server")
+    assert "  server: nosuch" in err.splitlines(), err
+    # A fixed-value option is checked before any request, and its values are listed.
+    code, out, err = _main(capsys, *url, "list", "--state", "bogus")
+    assert code == 2
+    assert "provisioning" in err
+    assert "deleting" in err
+    # The new commands reach the API: show, events, create --async --wait.
+    code, out, err = _main(capsys, *url, "create", "bg", "--async", "--wait", "--json")
+    created = json.loads(out)
+    assert (code, created["state"], created["connection_url"].startswith("postgresql://")) == (0, "ready", True)
+    code, out, _ = _main(capsys, *url, "show", "bg")
+    assert (code, out.split()[:2]) == (0, ["bg", "ready"])
+    code, out, _ = _main(capsys, *url, "events", "bg")
+    assert code == 0
+    assert out.splitlines()[0].split() == ["ID", "STARTED", "KIND", "ACTOR", "OUTCOME"]
+    assert out.splitlines()[1].split()[2] == "create"
+    assert out.splitlines()[1].split()[-1] == "succeeded"
+
+
+def test_help_lists_choices_env_fallbacks_and_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _main(capsys, "--help")
+    assert code == 0
+    assert "TENANTS_URL" in out
+    assert "TENANTS_TOKEN" in out
+    for command in ("--help", "create --help", "list --help", "check --help", "new --help", "rollout --help"):
+        code, out, _ = _main(capsys, *command.split())
+        assert code == 0
+        assert "<bool>" not in out, out
+        assert "[default: ]" not in out, out
+        # An emptied default left "Migrations folder ." behind.
+        assert re.search(r"\w \.(\s|$)", out) is None, out
+    _, out, _ = _main(capsys, "create", "--help")
+    assert "replay|clone" in out
+    code, out, _ = _main(capsys, "--version")
+    assert (code, out.strip()) == (0, f"tenantctl {__version__}")

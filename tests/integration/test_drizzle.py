@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from service import cli
 from service.config import Settings
 from service.history import drizzle, journal, migrations, runner
 from service.store.db import with_database
@@ -341,3 +342,38 @@ async def test_a_real_drizzle_folder_of_the_old_dialect_runs_as_drizzle_kit_runs
     assert ("table", "draft_never_run") not in extras  # the orphan ran nowhere
     assert ("index", "documents_slug_idx valid=true ready=true") in extras
     assert {("extension", e) for e in ("citext", "pg_trgm", "vector")} <= set(extras)
+
+
+def _tenantctl(*args: str) -> int:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(list(args))
+    return int(caught.value.code or 0)
+
+
+async def test_drizzle_kit_applies_what_tenantctl_new_and_fix_journal_wrote(
+    drizzle_home: Path, scratch: Scratch, tmp_path: Path
+) -> None:
+    """A database drizzle-kit migrated to 0010; then a file from `tenantctl new` and one written by hand and
+    journaled by `check --fix-journal`: drizzle-kit runs both (their `when` is later than 0010's) and records them
+    as we read them."""
+    out = _out(DEFAULT_MIGRATIONS, tmp_path)
+    url = await scratch("new")
+    await _drizzle_migrate_in_steps(drizzle_home, out, url, tmp_path)
+    sql = (
+        'ALTER TABLE "clients" ADD COLUMN "vat_id" text;\n--> statement-breakpoint\n'
+        'CREATE INDEX "clients_vat_idx" ON "clients" ("vat_id");'
+    )
+    assert _tenantctl("new", "add_client_vat", "--sql", sql, "--dir", str(out)) == 0
+    (out / "0012_by_hand.sql").write_text('ALTER TABLE "clients" ADD COLUMN "by_hand" text;\n')
+    assert _tenantctl("check", str(out)) == 1
+    assert _tenantctl("check", str(out), "--fix-journal", "--write-sum") == 0
+
+    await _drizzle_migrate(drizzle_home, out, url, tmp_path)
+    ms = migrations.load(out)
+    found, _ = journal.read(out)
+    assert found is not None
+    assert await _rows(url) == [(m.drizzle_hash, found.when(m.file)) for m in ms.migrations]
+    level = status.compute("t", "db", list((await _history(url, ms)).applied), ms)
+    assert (level.status, level.current_version) == ("up_to_date", 12)
+    columns = await _fingerprint(url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'clients'")
+    assert {("vat_id",), ("by_hand",)} <= set(columns)
