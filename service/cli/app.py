@@ -48,3 +48,4 @@ def main(
     # the one reader of the environment).
     output.target.url = url
     output.target.token = token
+    output.target.json = False

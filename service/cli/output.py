@@ -12,8 +12,18 @@ import typer
 from service.config import ClientSettings
 from service.identifiers import is_tenant_id
 
+
+def _json_mode(value: bool) -> bool:
+    """Every command's ``--json`` also tells :func:`request` to put a problem body on stdout."""
+    target.json = value
+    return value
+
+
 JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print the service's JSON answer on stdout (its problem body on an error).")
+    bool,
+    typer.Option(
+        "--json", help="Print the service's JSON answer on stdout (its problem body on an error).", callback=_json_mode
+    ),
 ]
 IdArg = Annotated[str, typer.Argument(help="Tenant id.", show_default=False)]
 
@@ -27,6 +37,7 @@ class Target:
 
     url: str | None = None
     token: str | None = None
+    json: bool = False
 
 
 target = Target()
@@ -57,7 +68,7 @@ def request(method: str, path: str, *, as_json: bool = False, **kwargs: Any) -> 
     except httpx.HTTPError as exc:
         fail(f"cannot reach the service at {url}: {exc}")
     if response.status_code >= 400:
-        if as_json:
+        if as_json or target.json:
             typer.echo(response.text)
         fail("\n".join(problem_lines(response)))
     return response
