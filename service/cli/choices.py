@@ -16,6 +16,9 @@ class State(StrEnum):
     ready = "ready"
     failed = "failed"
     deleting = "deleting"
+    deleted = "deleted"
+    restoring = "restoring"
+    moving = "moving"
 
 
 class Status(StrEnum):

@@ -33,3 +33,13 @@ async def test_fleet_and_metrics_count_tenants(
         assert 'tenants_by_version{version="1"} 3.0' in metrics.text
         assert 'tenants_by_status{status="up_to_date"} 3.0' in metrics.text
         assert "tenants_latest_version 1.0" in metrics.text
+        # HTTP requests by route template, method and status: ids never become labels.
+        assert (await client.get("/tenants/nobody")).status_code == 404
+        assert (await client.put("/tenants/f1")).status_code == 405
+        text = (await client.get("/metrics")).text
+        assert 'http_requests_total{handler="/tenants",method="POST",status="201"} 3.0' in text
+        assert 'http_requests_total{handler="/tenants/{tenant_id}",method="GET",status="404"} 1.0' in text
+        assert 'http_requests_total{handler="/tenants/{tenant_id}",method="PUT",status="405"} 1.0' in text
+        latency = 'http_request_duration_seconds_count{handler="/tenants",method="POST",status="201"} 3.0'
+        assert latency in text
+        assert '"/tenants/f1"' not in text

@@ -281,20 +281,25 @@ async def test_out_of_bounds_bodies_are_422(
     assert await _names(pg_url, ok_settings.db_prefix) == []
 
 
-@pytest.mark.parametrize(
-    "raw",
-    [b"", b"{", b"null", b"[]", b'"acme"', b'{"id": "x"', b"\xff\xfe", b"{}", b'{"id": NaN}'],
-)
-async def test_malformed_json_is_422(ok_client: httpx.AsyncClient, raw: bytes) -> None:
+@pytest.mark.parametrize("raw", [b"", b"null", b"[]", b'"acme"', b"{}", b'{"id": NaN}'])
+async def test_json_of_the_wrong_shape_is_422(ok_client: httpx.AsyncClient, raw: bytes) -> None:
     r = await ok_client.post("/tenants", content=raw, headers={"content-type": "application/json"})
     assert_problem(r, 422, r.json()["code"])
     assert r.json()["code"] in ("invalid_request", "invalid_tenant_id")
 
 
+@pytest.mark.parametrize("raw", [b"{", b'{"id": "x"', b"\xff\xfe", b"{not json", b'{"id": "x",}'])
+async def test_a_body_that_is_not_json_is_400_however_it_is_broken(ok_client: httpx.AsyncClient, raw: bytes) -> None:
+    r = await ok_client.post("/tenants", content=raw, headers={"content-type": "application/json"})
+    body = assert_problem(r, 400, "bad_request")
+    assert body["detail"] == "the request body is not valid JSON"
+
+
 async def test_deeply_nested_json_is_refused_not_a_crash(ok_client: httpx.AsyncClient) -> None:
     raw = b'{"id": "x", "seed": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"
     r = await ok_client.post("/tenants", content=raw, headers={"content-type": "application/json"})
-    assert_problem(r, 400, "bad_request")  # the parser's recursion limit, documented as 400
+    body = assert_problem(r, 400, "bad_request")  # the parser's recursion limit: the same answer as any bad JSON
+    assert body["detail"] == "the request body is not valid JSON"
 
 
 async def test_bodies_over_64_kib_are_413(ok_client: httpx.AsyncClient, ok_settings: Settings, pg_url: str) -> None:
