@@ -134,3 +134,13 @@ def test_a_syntax_error_fails_check_with_file_line_and_column_pinned_or_not(
     assert [(e["kind"], e["file"], e["line"], e["column"]) for e in report["errors"]] == [
         ("syntax", "0002_broken.sql", 4, 35)
     ]
+
+
+def test_new_refuses_another_tools_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "flyway"
+    folder.mkdir()
+    (folder / "V1__init.sql").write_text("CREATE TABLE a (id int);\n")
+    code, _, err = _run(capsys, "new", "next", "--sql", "SELECT 1;", "--dir", str(folder))
+    assert code == 2
+    assert "is a flyway folder" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["V1__init.sql"]
