@@ -89,8 +89,11 @@ def test_the_readme_walkthrough_runs_top_to_bottom(home: Path) -> None:
         tenants = subprocess.run(
             ["tenantctl", "list", "--json"], env=user, capture_output=True, text=True, timeout=60, check=True
         )
-        # acme2 was deleted at the end; acme went through the rollout to the new file.
-        assert [(t["id"], t["state"], t["version"]) for t in json.loads(tenants.stdout)] == [("acme", "ready", 11)]
+        # Both went through the rollout to the new file; acme2 was deleted at the end (kept for undelete).
+        assert [(t["id"], t["state"], t["version"]) for t in json.loads(tenants.stdout)] == [
+            ("acme", "ready", 11),
+            ("acme2", "deleted", 11),
+        ]
     finally:
         code = service.stop()
         assert code == 0, log.read_text(errors="replace")[-3000:]
