@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from service.errors import InvalidRequest, MigrationSetInvalid
-from service.history import checks, journal, layouts, migrations
+from service.history import checks, journal, layouts, migrations, nnnn
 
 _NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 # drizzle-kit's snapshot version for PostgreSQL, used when the journal names none.
@@ -87,7 +87,7 @@ def fix_journal(directory: Path) -> list[str]:
 
 
 def _next_version(directory: Path) -> tuple[int, int]:
-    found = [m for p in directory.glob("*.sql") if (m := migrations.FILE_PATTERN.fullmatch(p.name)) is not None]
+    found = [m for p in directory.glob("*.sql") if (m := nnnn.FILE_PATTERN.fullmatch(p.name)) is not None]
     if not found:
         return 0, 4
     versions = [int(m["version"]) for m in found]
@@ -97,7 +97,7 @@ def _next_version(directory: Path) -> tuple[int, int]:
 
 
 def _version_of(tag: object) -> int | None:
-    match = migrations.FILE_PATTERN.fullmatch(f"{tag}.sql") if isinstance(tag, str) else None
+    match = nnnn.FILE_PATTERN.fullmatch(f"{tag}.sql") if isinstance(tag, str) else None
     return int(match["version"]) if match else None
 
 

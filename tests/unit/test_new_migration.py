@@ -100,15 +100,18 @@ def test_fix_journal_adds_hand_written_files(tmp_path: Path, capsys: pytest.Capt
     (folder / "0011_by_hand.sql").write_text("ALTER TABLE clients ADD COLUMN a text;\n")
     (folder / "0012_also.sql").write_text("ALTER TABLE clients ADD COLUMN b text;\n")
     code, out, _ = _run(capsys, "check", str(folder))
+    # Not journaled: neither drizzle-kit nor the service would run them (and the sum does not pin them).
     assert code == 1
-    assert "error: 0011_by_hand.sql is not in meta/_journal.json" in out
+    assert "0011_by_hand.sql is not in meta/_journal.json" in out
     code, out, err = _run(capsys, "check", str(folder), "--fix-journal", "--write-sum")
     assert code == 0, out
     assert err.splitlines() == ["added 0011_by_hand to the journal", "added 0012_also to the journal"]
     entries = json.loads((folder / journal.JOURNAL).read_text())["entries"]
     assert [(e["idx"], e["tag"]) for e in entries[-2:]] == [(11, "0011_by_hand"), (12, "0012_also")]
     assert entries[-1]["when"] > entries[-2]["when"] > entries[-3]["when"]
-    assert checks.check(folder).errors == ()
+    report = checks.check(folder)
+    assert (report.errors, report.warnings) == ((), ())
+    assert migrations.load(folder).latest_version == 12
 
 
 def test_a_syntax_error_fails_check_with_file_line_and_column_pinned_or_not(
