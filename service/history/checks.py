@@ -257,7 +257,7 @@ def _file_problems(directory: Path) -> tuple[list[Finding], list[Finding]]:
         return [], []
     _, found = migrations.inspect(directory)
     errors = [Finding("files", p) for p in found.problems] + [Finding("journal", p) for p in found.journal]
-    warnings = [Finding("journal", w, w.split(" ", 1)[0]) for w in found.warnings]
+    warnings = [Finding("journal", _fix_hint(w), w.split(" ", 1)[0]) for w in found.warnings]
     return errors, warnings
 
 
@@ -271,6 +271,13 @@ def _syntax_problems(directory: Path, names: Sequence[str]) -> list[Finding]:
         for path, name in paths
         for p in syntax.file_problems(path, name)
     ]
+
+
+def _fix_hint(warning: str) -> str:
+    """A file the journal leaves out: if it is new (after the journal's last entry), ``--fix-journal`` adds it."""
+    if f"is not in {journal.JOURNAL}" in warning:
+        return f"{warning}; if it is a new file, `tenantctl check --fix-journal` adds it"
+    return warning
 
 
 def _bom_problems(directory: Path, names: Sequence[str]) -> list[Finding]:

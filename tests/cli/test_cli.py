@@ -403,3 +403,35 @@ def test_help_lists_choices_env_fallbacks_and_the_version(capsys: pytest.Capture
     assert "replay|clone" in out
     code, out, _ = _main(capsys, "--version")
     assert (code, out.strip()) == (0, f"tenantctl {__version__}")
+
+
+def test_global_url_and_token_with_their_env_fallbacks(
+    pg_url: str,
+    tag: str,
+    cleanup: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = "a-long-enough-admin-token"
+    env = base_env(
+        TENANTS_DATABASE_URL=pg_url,
+        TENANTS_CATALOG_DATABASE=f"cat_{tag}",
+        TENANTS_DB_PREFIX=f"t{tag}_",
+        TENANTS_MIGRATIONS_DIR=str(FIXTURES / "ok"),
+        TENANTS_ADMIN_TOKEN=token,
+        TENANTS_LOG_LEVEL="warning",
+    )
+    running = start_service(env, tmp_path / "server.log")
+    try:
+        code, _, err = _main(capsys, "--url", running.url, "list")
+        assert (code, err.splitlines()[0].split(":")[1]) == (1, " unauthorized")
+        code, out, err = _main(capsys, "--url", running.url, "--token", token, "list", "--json")
+        assert (code, json.loads(out)) == (0, [])
+        # The same from the environment, as --help says.
+        monkeypatch.setenv("TENANTS_URL", running.url)
+        monkeypatch.setenv("TENANTS_TOKEN", token)
+        code, out, err = _main(capsys, "list", "--json")
+        assert (code, json.loads(out)) == (0, [])
+    finally:
+        assert running.stop() in CLEAN_EXIT

@@ -103,6 +103,7 @@ def test_fix_journal_adds_hand_written_files(tmp_path: Path, capsys: pytest.Capt
     # Not journaled: neither drizzle-kit nor the service would run them (and the sum does not pin them).
     assert code == 1
     assert "0011_by_hand.sql is not in meta/_journal.json" in out
+    assert "`tenantctl check --fix-journal` adds it" in out
     code, out, err = _run(capsys, "check", str(folder), "--fix-journal", "--write-sum")
     assert code == 0, out
     assert err.splitlines() == ["added 0011_by_hand to the journal", "added 0012_also to the journal"]
