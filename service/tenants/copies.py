@@ -127,15 +127,15 @@ _TABLES: Final = """
 
 
 async def fingerprint(tconn: Conn) -> dict[str, Any]:
-    """Per table: row count and an order-independent checksum (sum of the first 60 bits of each row's md5), plus
+    """Per table: row count and an order-independent checksum (the sum of a 64-bit hash of each row's text), plus
     the sequences' values and the history rows. Two databases with the same data have the same fingerprint."""
     found: dict[str, Any] = {}
     await tconn.execute("SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET DateStyle = 'ISO'")
     for row in await tconn.fetch(_TABLES):
         name = row["name"]  # from format('%I.%I'): quoted by the server itself
         counted = await tconn.fetchrow(
-            f"SELECT count(*) AS n, coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)::text"
-            f" AS h FROM ONLY {name} t"
+            f"SELECT count(*) AS n, coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text AS h"
+            f" FROM ONLY {name} t"
         )
         assert counted is not None
         found[name] = [counted["n"], counted["h"]]

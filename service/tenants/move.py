@@ -11,7 +11,8 @@ Steps, each recorded in ``tenants.step`` before it touches a server (state ``mov
 4. verify: the copy's history and schema (against the expected schema at its level) and, per table, the row count
    and a checksum, plus every sequence, equal the source's; else ``verification_failed`` and the move is undone.
 5. switch: one catalog statement puts the tenant on the target, ready (the commit point).
-6. ``cleanup``: the source's database and role are dropped, only now.
+6. ``cleanup``: the role gets ``CONNECT`` on the target (not before the switch: a write acknowledged there and then
+   undone would be lost), and the source's database and role are dropped, only now.
 
 Recovery undoes a move that had not switched (drops what the step says was made on the target, gives the role its
 ``CONNECT`` back on the source) and finishes one that had (drops the source's database and role).
@@ -172,8 +173,8 @@ async def _verifier(source: Target, role: str) -> str:
 
 
 async def _grant_and_verify(ctx: Context, source: Target, target: Target, role: str) -> None:
-    async with target.admin() as admin:
-        await roles.grant_connect(admin, role, role)
+    """Grants inside the copy, then the checks. Not yet CONNECT: a write the role made on the target before the
+    switch would be lost if the move were then undone; :func:`finish` grants it."""
     settings = ctx.server_settings()
     src = await source.connect(role, server_settings=settings)
     dst = await target.connect(role, server_settings=settings)
@@ -190,8 +191,11 @@ async def _grant_and_verify(ctx: Context, source: Target, target: Target, role: 
 
 
 async def finish(ctx: Context, conn: Conn, tenant: Tenant) -> Tenant:
-    """After the switch: drop the source's database and role, clear the step. Idempotent (recovery)."""
+    """After the switch: let the role into its new database, drop the source's database and role, clear the step.
+    Idempotent (recovery)."""
     step = tenant.step or {}
+    async with ctx.target(tenant).admin() as admin:
+        await copies.reopen(admin, tenant.database, role=tenant.database)
     source = ctx.servers.target(step["from"])
     await ctx.connections.forget(source.name, tenant.database)
     async with source.admin() as admin:
