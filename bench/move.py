@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import shutil
 import socket
 import statistics
@@ -100,7 +101,18 @@ def window(acks: list[tuple[float, int]], source: int) -> float:
     return first_target - last_source
 
 
+class _Stages(logging.Handler):
+    """Prints the move's own copy / verify split (its "move copied and verified" log record)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "move copied and verified":
+            print(f"  pg_dump | pg_restore {record.__dict__['copy_s']} s, verification {record.__dict__['verify_s']} s")
+
+
 async def main(megabytes: int, runs: int) -> None:
+    stages = logging.getLogger("service.tenants.move")
+    stages.setLevel(logging.INFO)
+    stages.addHandler(_Stages())
     base = Path(tempfile.mkdtemp(prefix="bench-move-"))
     clusters = [EmbeddedPostgres(base / name, port=free_port(), durable=True) for name in ("a", "b")]
     try:
@@ -152,10 +164,10 @@ async def run(p: Provisioner, urls: list[str], megabytes: int, runs: int) -> Non
         t0 = time.perf_counter()
         moved = await p.move("big", "ab"[1 - here], wait=True)
         moves.append(time.perf_counter() - t0)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)
         stop.set()
         await probe
-        windows.append(window(acks, here))
+        windows.append(window(acks, 0))  # 0: the writer's first URL, the source's
         assert moved.server == "ab"[1 - here]
         print(f"run {i + 1}: limit {limits[-1]:.1f} s, move {moves[-1]:.1f} s, window {windows[-1]:.1f} s")
         here = 1 - here

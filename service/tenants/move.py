@@ -21,7 +21,9 @@ Recovery undoes a move that had not switched (drops what the step says was made 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import Any
 
 from service.errors import (
@@ -143,9 +145,21 @@ async def _run(ctx: Context, conn: Conn, tenant: Tenant) -> Tenant:
     # The source's own major: the pg_dump that knows that server (a distribution's patches included), and a
     # pg_restore that writes to a newer server as well as to its own.
     tools = pgtools.for_server(source_major)
-    await pgtools.copy(tools, source.admin_dsn, database, target.admin_dsn, database)
-    ctx.failpoint("move.after_copy")
-    await _grant_and_verify(ctx, source, target, role)
+    # The source is frozen: its fingerprint is read while pg_dump reads it, not after the copy.
+    source_print = asyncio.create_task(_fingerprint(ctx, source, role))
+    started = time.perf_counter()
+    try:
+        await pgtools.copy(tools, source.admin_dsn, database, target.admin_dsn, database)
+        copied = time.perf_counter()
+        ctx.failpoint("move.after_copy")
+        await _grant_and_verify(ctx, target, role, source_print)
+        timings = {"copy_s": round(copied - started, 2), "verify_s": round(time.perf_counter() - copied, 2)}
+        log.info("move copied and verified", extra=timings)
+    finally:
+        if not source_print.done():
+            source_print.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await source_print
     moved = await lifecycle.switch_server(conn, tenant.id, target.name, {**step, "stage": "cleanup"})
     ctx.failpoint("move.after_switch")
     return await finish(ctx, conn, moved)
@@ -172,19 +186,30 @@ async def _verifier(source: Target, role: str) -> str:
     return str(found)
 
 
-async def _grant_and_verify(ctx: Context, source: Target, target: Target, role: str) -> None:
-    """Grants inside the copy, then the checks. Not yet CONNECT: a write the role made on the target before the
-    switch would be lost if the move were then undone; :func:`finish` grants it."""
-    settings = ctx.server_settings()
-    src = await source.connect(role, server_settings=settings)
-    dst = await target.connect(role, server_settings=settings)
+async def _fingerprint(ctx: Context, server: Target, database: str) -> dict[str, Any]:
+    conn = await server.connect(database, server_settings=ctx.server_settings())
     try:
-        await roles.grant_objects(dst, role)
-        await copies.check_schema(ctx, dst, target.name)
-        before, after = await asyncio.gather(copies.fingerprint(src), copies.fingerprint(dst))
+        return await copies.fingerprint(conn)
     finally:
-        await src.close()
-        await dst.close()
+        await conn.close()
+
+
+async def _check(ctx: Context, target: Target, role: str) -> None:
+    conn = await target.connect(role, server_settings=ctx.server_settings())
+    try:
+        await roles.grant_objects(conn, role)
+        await copies.check_schema(ctx, conn, target.name)
+    finally:
+        await conn.close()
+
+
+async def _grant_and_verify(
+    ctx: Context, target: Target, role: str, source_print: asyncio.Task[dict[str, Any]]
+) -> None:
+    """Grants inside the copy, then the checks (schema and data at once). Not yet CONNECT: a write the role made on
+    the target before the switch would be lost if the move were then undone; :func:`finish` grants it."""
+    _, after = await asyncio.gather(_check(ctx, target, role), _fingerprint(ctx, target, role))
+    before = await source_print
     if before != after:
         differing = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
         raise VerificationFailed("the copy's data differs from the source's", differing=differing)
