@@ -15,7 +15,7 @@ from service.identifiers import quote_ident, validate_database_name, validate_pr
 from service.schema import snapshot
 from service.schema.compare import compare
 from service.store import pgtools
-from service.store.db import Conn, Target
+from service.store.db import Conn, PostgresError, Target
 from service.tenants.context import Context
 from service.tenants.status import compute
 
@@ -126,17 +126,25 @@ _TABLES: Final = """
       AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1"""
 
 
+_COUNT: Final = "SELECT count(*) AS n, coalesce(sum({hash}::numeric), 0)::text AS h FROM ONLY {table} t"
+
+
 async def fingerprint(tconn: Conn) -> dict[str, Any]:
-    """Per table: row count and an order-independent checksum (the sum of a 64-bit hash of each row's text), plus
-    the sequences' values and the history rows. Two databases with the same data have the same fingerprint."""
+    """Per table: row count and an order-independent checksum (the sum of a 64-bit hash of each row), plus the
+    sequences' values and the history rows. Two databases with the same data have the same fingerprint.
+
+    A row is hashed with ``hash_record_extended`` (each column's own hash function, as hash partitioning uses,
+    stable across versions and machines) without rendering it as text; a table with a column type that has no hash
+    function (``json``, geometric types) falls back to a hash of the row's text."""
     found: dict[str, Any] = {}
     await tconn.execute("SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET DateStyle = 'ISO'")
     for row in await tconn.fetch(_TABLES):
         name = row["name"]  # from format('%I.%I'): quoted by the server itself
-        counted = await tconn.fetchrow(
-            f"SELECT count(*) AS n, coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text AS h"
-            f" FROM ONLY {name} t"
-        )
+        try:
+            async with tconn.transaction():
+                counted = await tconn.fetchrow(_COUNT.format(hash="hash_record_extended(t, 0)", table=name))
+        except PostgresError:
+            counted = await tconn.fetchrow(_COUNT.format(hash="hashtextextended(t::text, 0)", table=name))
         assert counted is not None
         found[name] = [counted["n"], counted["h"]]
     sequences = await tconn.fetch(
