@@ -265,6 +265,8 @@ def _syntax_problems(directory: Path, names: Sequence[str]) -> list[Finding]:
     """Seeds too: a seed that does not parse fails every creation."""
     seeds = directory / "seeds"
     paths = [(directory / n, n) for n in names]
+    # Prisma keeps each migration as <folder>/migration.sql.
+    paths += [(p, f"{p.parent.name}/{p.name}") for p in sorted(directory.glob("*/migration.sql"))]
     paths += [(s, f"seeds/{s.name}") for s in sorted(seeds.glob("*.sql"))] if seeds.is_dir() else []
     return [
         Finding("syntax", str(p), p.file, p.line, column=p.column)

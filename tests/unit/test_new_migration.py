@@ -148,3 +148,13 @@ def test_new_refuses_another_tools_folder(tmp_path: Path, capsys: pytest.Capture
     assert code == 2
     assert "is a flyway folder" in err
     assert sorted(p.name for p in folder.iterdir()) == ["V1__init.sql"]
+
+
+def test_syntax_is_checked_in_a_prisma_folder_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _copy(FIXTURES.parent / "layouts" / "prisma", tmp_path / "p")
+    assert checks.check(folder).errors == ()
+    script = folder / "20240301000000_email_index" / "migration.sql"
+    script.write_text(script.read_text() + "\nSELEC 1;\n")
+    code, out, _ = _run(capsys, "check", str(folder))
+    assert code == 1
+    assert [line for line in out.splitlines() if "20240301000000_email_index/migration.sql:" in line], out
