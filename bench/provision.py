@@ -7,7 +7,8 @@ transaction, each statement after a COMMIT alone. The service is measured throug
 port), so its figure includes the HTTP stack and the catalog.
 
     python -m bench.provision [--runs 20]            # embedded, durable cluster in a temp dir
-    python -m bench.provision --files 300            # a generated 300-file Drizzle project (bench/history300.py)
+    python -m bench.provision --files 300 --process  # a generated 300-file Drizzle project (bench/history300.py),
+                                                     # the service in a process of its own
     TENANTS_DATABASE_URL=postgresql://... python -m bench.provision
 
 Prints medians and the ratio; paste them into bench/RESULTS.md.
@@ -17,17 +18,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import httpx
 
-from bench.harness import ROOT, database_server, drop_databases, running_service, settings_for
+from bench.harness import ROOT, database_server, drop_databases, free_port, running_service, settings_for
 from bench.history300 import generate
 from service.history import migrations
 from service.identifiers import quote_ident
@@ -109,7 +115,38 @@ async def _parts(conn: asyncpg.Connection, m: migrations.Migration) -> None:
             await _rows(conn, (m,))
 
 
-async def main(runs: int, files: int | None) -> None:
+@contextlib.asynccontextmanager
+async def service_process(dsn: str, tag: str, folder: Path) -> AsyncIterator[str]:
+    """``python -m service serve`` on a loopback port, as deployed: a process of its own. In a thread of the
+    benchmark's process (``running_service``) it shares the interpreter with the client and the limit, which cost
+    a 300-file chain 10-25% more in this harness (bench/RESULTS.md)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTS_")}
+    env |= {
+        "TENANTS_DATABASE_URL": dsn,
+        "TENANTS_MIGRATIONS_DIR": str(folder),
+        "TENANTS_CATALOG_DATABASE": f"bench_{tag}",
+        "TENANTS_DB_PREFIX": f"b{tag}_",
+    }
+    log = Path(tempfile.mkdtemp(prefix="bench-service-")) / "service.log"
+    with log.open("ab") as out:
+        command = [sys.executable, "-m", "service", "serve", "--port", str(port)]
+        proc = await asyncio.create_subprocess_exec(*command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(timeout=1) as probe:
+            for _ in range(600):  # up to about a minute
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await probe.get(f"{url}/readyz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 60)
+
+
+async def main(runs: int, files: int | None, process: bool) -> None:
     tag = uuid.uuid4().hex[:6]
     folder = ROOT / "migrations" if files is None else generate(Path(tempfile.mkdtemp(prefix="history-")), files)
     ms = migrations.load(folder)
@@ -118,8 +155,9 @@ async def main(runs: int, files: int | None) -> None:
     made: list[str] = [f"bench_{tag}"]
     async with database_server() as (dsn, version):
         try:
+            serving = service_process(dsn, tag, folder) if process else running_service(settings_for(dsn, tag, folder))
             async with (
-                running_service(settings_for(dsn, tag, folder)) as url,
+                serving as url,
                 httpx.AsyncClient(base_url=url, timeout=120) as client,
             ):
                 for i in range(runs):  # interleaved: the machine's noise hits both alike
@@ -135,7 +173,8 @@ async def main(runs: int, files: int | None) -> None:
             await drop_databases(dsn, made)
     service_ms = statistics.median(service_s) * 1000
     limit_ms = statistics.median(limit_s) * 1000
-    print(f"server: {version}; runs: {runs}; files: {len(ms.migrations)} + {len(ms.seeds)} seeds")
+    where = "own process" if process else "thread of the benchmark"
+    print(f"server: {version}; runs: {runs}; files: {len(ms.migrations)} + {len(ms.seeds)} seeds; service: {where}")
     print(f"POST /tenants (HTTP)      median {service_ms:7.1f} ms  (min {min(service_s) * 1000:.1f})")
     print(f"asyncpg in-process limit  median {limit_ms:7.1f} ms  (min {min(limit_s) * 1000:.1f})")
     print(f"ratio service/limit       {service_ms / limit_ms:.2f}x")
@@ -145,5 +184,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--files", type=int, default=None, help="a generated Drizzle project of this many files")
+    parser.add_argument("--process", action="store_true", help="run the service in a process of its own")
     args = parser.parse_args()
-    asyncio.run(main(args.runs, args.files))
+    asyncio.run(main(args.runs, args.files, args.process))

@@ -118,10 +118,3 @@ async def record(conn: Conn, done: Sequence[Migration], *, schema: str = SCHEMA,
             ORDER BY e.n""",
         json.dumps(rows),
     )
-
-
-async def ensure_and_record(conn: Conn, done: Sequence[Migration]) -> None:
-    """:func:`ensure` then :func:`record`, when any of ``done`` comes from a journal."""
-    if any(m.drizzle_when is not None for m in done):
-        await ensure(conn)
-        await record(conn, done)

@@ -57,14 +57,15 @@ async def apply(
     parts of its file before the failing statement. Raises :class:`DatabaseUnavailable` if the server goes away.
     """
     committed: list[Migration] = []
+    # Without ensure_history the tenant has _tenants, but maybe not its newer progress table: a file run in parts
+    # asserts it once (stepwise.Ready).
+    ready = stepwise.Ready()
     history_ready = not ensure_history
-    drizzle_ready = False
     for batch in batches:
         if not batch.transactional:
-            await history.ensure(conn)  # also for older tenants: the progress table
-            history_ready = True
             migration = batch.migrations[0]
-            duration = await stepwise.run(conn, migration, resume)
+            duration = await stepwise.run(conn, migration, resume, ready)
+            history_ready = True
             _applied(migration, duration, transaction=False)
             committed.append(migration)
             continue
@@ -72,11 +73,12 @@ async def apply(
             async with conn.transaction():
                 if not history_ready:
                     await history.ensure(conn)
+                    ready.history = True
                 done = [(m, await run_in_transaction(conn, m)) for m in batch.migrations]
                 await history.record(conn, done)
-                if not drizzle_ready and any(m.drizzle_when is not None for m in batch.migrations):
+                if not ready.drizzle and any(m.drizzle_when is not None for m in batch.migrations):
                     await drizzle.ensure(conn)
-                    drizzle_ready = True
+                    ready.drizzle = True
                 await drizzle.record(conn, batch.migrations)
                 if batch.seed:
                     await _seed(conn, seeds, values)

@@ -42,6 +42,16 @@ _INVALID = """SELECT n FROM unnest($1::text[]) AS n
 _STATE = "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)"
 
 
+@dataclass(slots=True)
+class Ready:
+    """What one run of a chain has already created (each costs a few round trips and catalog locks to assert):
+    ``_tenants`` with its progress table, and drizzle's table. A failure ends the run, so a flag set inside a
+    transaction that then rolls back is never read again."""
+
+    history: bool = False
+    drizzle: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Resume:
     """Where a half-applied file stands: statements up to ``statement`` (file numbering) are committed."""
@@ -50,13 +60,17 @@ class Resume:
     statement: int
 
 
-async def run(conn: Conn, migration: Migration, resume: Resume | None = None) -> float:
+async def run(conn: Conn, migration: Migration, resume: Resume | None = None, ready: Ready | None = None) -> float:
     """Run the file's parts from where ``resume`` says (the start by default); return the duration in ms.
 
     The caller has created the history tables. Raises :class:`MigrationFailed` (with ``part``/``parts``; what
     came before is committed and recorded) or :class:`DatabaseUnavailable`.
     """
     started = time.perf_counter()
+    ready = ready if ready is not None else Ready()
+    if not ready.history:
+        await history.ensure(conn)
+        ready.history = True
     done = resume.statement if resume is not None and resume.version == migration.version else 0
     if done == 0 and not migration.parts[0].transactional:
         await tool_table(conn, migration, None)  # a first transactional part takes it in its transaction
@@ -66,17 +80,23 @@ async def run(conn: Conn, migration: Migration, resume: Resume | None = None) ->
         if not todo and not last:
             continue
         if part.transactional:
-            await _transactional(conn, migration, part, todo, last, started)
+            await _transactional(conn, migration, part, todo, last, started, ready)
         else:
             await _bare(conn, migration, part, todo, resuming=done > 0)
             if last:
-                await _finish_after(conn, migration, part, started)
+                await _finish_after(conn, migration, part, started, ready)
         done = max(done, todo[-1].number if todo else done)
     return (time.perf_counter() - started) * 1000
 
 
 async def _transactional(
-    conn: Conn, migration: Migration, part: Part, todo: tuple[Statement, ...], last: bool, started: float
+    conn: Conn,
+    migration: Migration,
+    part: Part,
+    todo: tuple[Statement, ...],
+    last: bool,
+    started: float,
+    ready: Ready,
 ) -> None:
     try:
         async with conn.transaction():
@@ -85,7 +105,7 @@ async def _transactional(
             if todo:
                 await run_in_transaction(conn, migration, todo, part=part)
             if last:
-                await _record(conn, migration, part, started)
+                await _record(conn, migration, part, started, ready)
             else:
                 await history.set_progress(conn, migration, part.number, todo[-1].number)
     except MigrationFailed:
@@ -142,23 +162,26 @@ async def _already_done(
     return False
 
 
-async def _finish_after(conn: Conn, migration: Migration, part: Part, started: float) -> None:
+async def _finish_after(conn: Conn, migration: Migration, part: Part, started: float, ready: Ready) -> None:
     """Record a file whose last part ran outside a transaction, unless it left an index INVALID."""
     try:
         async with conn.transaction():
-            await _record(conn, migration, part, started)
+            await _record(conn, migration, part, started, ready)
     except MigrationFailed:
         raise
     except Exception as exc:
         raise unavailable(exc) from exc
 
 
-async def _record(conn: Conn, migration: Migration, part: Part, started: float) -> None:
+async def _record(conn: Conn, migration: Migration, part: Part, started: float, ready: Ready) -> None:
     await _refuse_invalid(conn, migration, part)
     duration = (time.perf_counter() - started) * 1000
     await tool_table(conn, migration, duration)
     await history.record(conn, [(migration, duration)])
-    await drizzle.ensure_and_record(conn, [migration])
+    if migration.drizzle_when is not None and not ready.drizzle:
+        await drizzle.ensure(conn)
+        ready.drizzle = True
+    await drizzle.record(conn, [migration])
     await history.clear_progress(conn, migration.version)
 
 
