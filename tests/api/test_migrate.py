@@ -328,10 +328,11 @@ async def test_migrations_health_and_readiness(make_settings: MakeSettings, serv
             ],
             "warnings": [],
         }
-        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        assert (await client.get("/healthz")).json() == {"status": "ok", "connections": None}
         ready = await client.get("/readyz")
         assert ready.status_code == 200
-        assert ready.json() == {"status": "ready"}
+        assert ready.json()["status"] == "ready"
+        assert [c["server"] for c in ready.json()["connections"]] == ["default"]
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/migrations", "/tenants"])
