@@ -80,7 +80,9 @@ async def test_a_burst_of_distinct_creates_all_succeed(make_settings: MakeSettin
         await _check_every_tenant(pg_url, settings.db_prefix, ids)
 
         started = time.perf_counter()
-        gone = await asyncio.gather(*(client.delete(f"/tenants/{i}", params={"confirm": i, "purge": "true"}) for i in ids))
+        gone = await asyncio.gather(
+            *(client.delete(f"/tenants/{i}", params={"confirm": i, "purge": "true"}) for i in ids)
+        )
         dropped = time.perf_counter() - started
         assert {r.status_code for r in gone} == {204}
     # The burst waited in line (busy_timeout is far below its length) instead of failing as busy; at most
