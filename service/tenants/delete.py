@@ -23,7 +23,7 @@ from service.identifiers import quote_ident, validate_tenant_id
 from service.store import catalog, lifecycle
 from service.store.catalog import Tenant
 from service.store.db import INVALID_CATALOG_NAME, Conn, PostgresError, sqlstate
-from service.tenants import backup, copies, owned, unadopt
+from service.tenants import backup, copies, move, owned, restore, unadopt
 from service.tenants.context import Context
 from service.tenants.steps import locked, recorded
 
@@ -39,6 +39,11 @@ async def delete(ctx: Context, tenant_id: str, *, confirm: str | None, purge: bo
         tenant = await catalog.get(lease.conn, tenant_id)
         if tenant is None:
             raise TenantNotFound(tenant=tenant_id)
+        op = (tenant.step or {}).get("op")
+        if op in ("move", "restore"):  # left in flight by a dead process (we hold its lock): settle it first
+            await (move.recover if op == "move" else restore.recover)(ctx, lease.conn, tenant)
+            tenant = await catalog.get(lease.conn, tenant_id)
+            assert tenant is not None
         async with recorded(lease.conn, tenant_id, "delete", {"purge": True} if purge else None):
             if purge or not tenant.database_owned or tenant.state not in ("ready", "deleted"):
                 await finish(ctx, lease.conn, tenant)

@@ -71,9 +71,7 @@ async def _clean_backups(ctx: Context) -> int:
 async def _recover_one(ctx: Context, conn: Conn, tenant: Tenant) -> None:
     op = (tenant.step or {}).get("op")
     if op == "restore":
-        await (restore.finish if tenant.step and tenant.step.get("stage") == "swap" else restore.undo)(
-            ctx, conn, tenant
-        )
+        await restore.recover(ctx, conn, tenant)
     elif op == "move":
         await move.recover(ctx, conn, tenant)
     elif op in ("delete", "undelete") or tenant.state == "deleting":

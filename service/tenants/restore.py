@@ -126,6 +126,11 @@ async def undo(ctx: Context, conn: Conn, tenant: Tenant) -> Tenant:
     return await lifecycle.set_step(conn, tenant.id, None, "ready")
 
 
+async def recover(ctx: Context, conn: Conn, tenant: Tenant) -> None:
+    """Finish a recorded swap, or drop a copy that had not reached it."""
+    await (finish if (tenant.step or {}).get("stage") == "swap" else undo)(ctx, conn, tenant)
+
+
 async def _as_new(ctx: Context, source_id: str, backup_id: str, new_id: str) -> Restored:
     async with ctx.server.catalog() as conn:
         found = await backup.find(conn, source_id, backup_id)

@@ -26,6 +26,7 @@ from service.errors import (
     TenantNotFound,
     TenantNotReady,
 )
+from service.store import lifecycle
 from service.tenants.create import CreateRequest
 from tests.conftest import FIXTURES
 from tests.integration.lifecycle_support import checksums, fetch, password_of, url_on
@@ -174,7 +175,12 @@ async def test_delete_undelete_and_purge(make_settings: MakeSettings, pg_url: st
         with pytest.raises(TenantNotFound):
             await p.get("dl1")
         assert not (tmp_path / "bk" / "dl1").exists()
+        # a move a dead process left (before recovery ran) is settled first: undone, then the delete goes on
+        async with p.server.catalog() as conn:
+            step = {"op": "move", "stage": "start", "from": "b", "to": "a"}
+            await lifecycle.set_step(conn, "dl2", step, "moving")
         await p.delete("dl2", confirm="dl2")
+        assert ((await p.get("dl2")).state, (await p.get("dl2")).step) == ("deleted", None)
     assert await names_on(url_b, prefix) == ({f"{prefix}dl2"}, {f"{prefix}dl2"})
 
     # Past the retention, the next recovery purges it.
