@@ -12,7 +12,7 @@ router = APIRouter()  # open: probes must work without a token
 protected = APIRouter()
 
 
-@router.get("/healthz", response_model=schemas.HealthOut, tags=["health"])
+@router.get("/healthz", response_model=schemas.HealthOut, response_model_exclude_none=True, tags=["health"])
 async def healthz() -> schemas.HealthOut:
     """The process is up."""
     return schemas.HealthOut(status="ok")
