@@ -150,6 +150,29 @@ class Settings(BaseSettings):
         default=0, ge=0, description="Seconds between drift checks of every tenant (0: never; POST /drift-checks)."
     )
     drift_concurrency: int = Field(default=4, ge=1, le=50, description="Tenants a drift sweep checks at once.")
+    recovery_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between looks for tenants left in flight (provisioning, deleting) by an outage or a dead "
+        "process; the first look runs at start, in the background.",
+    )
+    queue_workers: int = Field(
+        default=2,
+        ge=0,
+        le=100,
+        description="Queued creations (Prefer: respond-async) this process builds at once; each also takes one of "
+        "max_parallel's slots (0: this process only queues them, other replicas build them).",
+    )
+    queue_poll_interval: float = Field(
+        default=0.5, gt=0, le=60, description="Seconds an idle queue worker waits before looking for work again."
+    )
+    queue_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Starts of a queued creation before an interrupted one is failed instead of queued again.",
+    )
     rollout_poll_interval: float = Field(
         default=5.0,
         gt=0,

@@ -47,7 +47,8 @@ async def _database(settings: Settings) -> AsyncIterator[str]:
 
 
 async def _provisioner(server: Server, migration_set: migrations.MigrationSet, settings: Settings) -> Provisioner:
-    """Upgrade the catalog, configure the tenant servers and recover what a dead process left in flight."""
+    """Upgrade the catalog, configure the tenant servers, start recovery and the creation queue in the background
+    (tenants nobody left in flight are served at once)."""
     async with server.catalog() as conn:
         await catalog.upgrade(conn)
     # Tenant servers are not contacted here: one that is down must not keep the others' tenants from service.
@@ -57,9 +58,7 @@ async def _provisioner(server: Server, migration_set: migrations.MigrationSet, s
             log.warning("%d tenant(s) live on server %s, which is not configured: unreachable", count, name)
     await isolation.isolate(tenant_servers, settings.revoke_connect, embedded=settings.database_url is None)
     provisioner = Provisioner(tenant_servers, migration_set, settings)
-    recovered = await provisioner.recover()
-    if recovered:
-        log.warning("recovered %d tenant(s) left in flight", recovered)
+    provisioner.start()
     return provisioner
 
 

@@ -27,6 +27,7 @@ def tenant(t: Tenant, latest: int | None) -> schemas.TenantOut:
         error=None if t.error is None else schemas.TenantError.model_validate(t.error),
         deleted_at=t.deleted_at,
         progress=None if t.step is None else {k: t.step[k] for k in ("op", "stage", "from", "to") if k in t.step},
+        queue_position=t.queue_position,
     )
 
 

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
 from service import errors
+from service.store import db
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,14 @@ def _allowed(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
+async def _lost(request: Request, exc: Exception) -> JSONResponse:
+    """A server or connection lost mid-operation, raised by a step that does not translate it itself: 503."""
+    unavailable = db.as_unavailable(exc)
+    assert unavailable is not None
+    log.warning("%s %s: %s", request.method, request.url.path, unavailable.message)
+    return problem(503, unavailable.code, unavailable.message)
+
+
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -158,6 +167,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for lost in db.UNAVAILABLE:  # each class: a handler for Exception itself would re-raise after answering
+        app.add_exception_handler(lost, _lost)
     app.add_exception_handler(Exception, _unexpected)
 
 

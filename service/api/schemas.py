@@ -17,7 +17,7 @@ SeedKey = Annotated[str, StringConstraints(strict=True, pattern=r"^[a-z_][a-z0-9
 SeedValue = Annotated[str, StringConstraints(strict=True, max_length=1000, pattern=r"^[^\x00]*$")]
 TenantName = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
 ServerName = Annotated[str, StringConstraints(strict=True, pattern=SERVER_NAME_PATTERN, max_length=31)]
-LifecycleState = Literal["provisioning", "ready", "failed", "deleting", "deleted", "restoring", "moving"]
+LifecycleState = Literal["queued", "provisioning", "ready", "failed", "deleting", "deleted", "restoring", "moving"]
 SchemaStatusValue = Literal["failed", "modified", "untracked", "drifted", "out_of_order", "behind", "up_to_date"]
 
 
@@ -104,6 +104,10 @@ class TenantOut(BaseModel):
         default=None,
         description="The step in flight (restoring, moving, deleting): {op, stage, from, to}; stages of a move: "
         "start, target, frozen (writes stopped on the source), copy, cleanup.",
+    )
+    queue_position: int | None = Field(
+        default=None,
+        description="While queued (Prefer: respond-async): 1 for the next creation to start, over all replicas.",
     )
 
 

@@ -22,7 +22,7 @@ from service.fleet import rollout_store as store
 from service.fleet.rollout_store import ItemState
 from service.store import audit, catalog
 from service.store.catalog import Tenant
-from service.store.db import advisory_unlock, try_advisory_locks
+from service.store.locks import advisory_unlock, try_advisory_locks
 from service.tenants.steps import error_dict, require_ready
 
 if TYPE_CHECKING:

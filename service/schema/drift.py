@@ -30,7 +30,8 @@ from service.schema.snapshot import Snapshot
 from service.store import catalog
 from service.store.catalog import DriftCheck, Tenant
 from service.store.connections import TenantConnections
-from service.store.db import Conn, Servers, TenantLocks
+from service.store.db import Conn, Servers
+from service.store.locks import TenantLocks
 
 log = logging.getLogger(__name__)
 

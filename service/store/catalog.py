@@ -18,8 +18,8 @@ from service.config import DEFAULT_SERVER
 from service.store import audit, sql
 from service.store.db import Conn
 
-State = Literal["provisioning", "ready", "failed", "deleting", "deleted", "restoring", "moving"]
-STATES: Final = ("provisioning", "ready", "failed", "deleting", "deleted", "restoring", "moving")
+State = Literal["queued", "provisioning", "ready", "failed", "deleting", "deleted", "restoring", "moving"]
+STATES: Final = ("queued", "provisioning", "ready", "failed", "deleting", "deleted", "restoring", "moving")
 CATALOG_VERSIONS: Final = (
     "catalog_0001.sql",
     "catalog_0002.sql",
@@ -29,13 +29,15 @@ CATALOG_VERSIONS: Final = (
     "catalog_0006.sql",
     "catalog_0007.sql",
     "catalog_0008.sql",
+    "catalog_0009.sql",
 )
 _CATALOG_LOCK: Final = (0x7E4A1, 0)
 
-_COLUMNS: Final = (
+COLUMNS: Final = (
     "id, name, database, state, request_sha256, database_owned, version, error, created_at, updated_at, role_owned,"
     " server, deleted_at, step, adoption"
 )
+_COLUMNS: Final = COLUMNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,8 @@ class Tenant:
     step: dict[str, Any] | None = None
     # An adopted database's state before adoption (catalog_0008.sql), which DELETE gives back.
     adoption: dict[str, Any] | None = None
+    # While ``queued``: 1 for the next creation to start (filled in by reads that show it, else None).
+    queue_position: int | None = None
 
 
 _TENANT_FIELDS: Final = frozenset(c.strip() for c in _COLUMNS.split(","))
@@ -111,32 +115,49 @@ async def get_many(conn: Conn, tenant_ids: Sequence[str]) -> dict[str, Tenant]:
 
 
 async def insert(
-    conn: Conn, tenant_id: str, name: str, database: str, request_sha256: str, *, server: str = DEFAULT_SERVER
+    conn: Conn,
+    tenant_id: str,
+    name: str,
+    database: str,
+    request_sha256: str,
+    *,
+    server: str = DEFAULT_SERVER,
+    state: State = "provisioning",
 ) -> Tenant:
     row = await conn.fetchrow(
         f"""INSERT INTO tenants (id, name, database, state, request_sha256, server)
-            VALUES ($1, $2, $3, 'provisioning', $4, $5) RETURNING {_COLUMNS}""",
+            VALUES ($1, $2, $3, $6, $4, $5) RETURNING {_COLUMNS}""",
         tenant_id,
         name,
         database,
         request_sha256,
         server,
+        state,
     )
     assert row is not None
     return _tenant(row)
 
 
-async def restart(conn: Conn, tenant_id: str, name: str, request_sha256: str, *, server: str | None = None) -> Tenant:
-    """Put a failed or interrupted tenant back to ``provisioning`` for a retry from scratch (on ``server`` if
-    given: it owns nothing anywhere by then)."""
+async def restart(
+    conn: Conn,
+    tenant_id: str,
+    name: str,
+    request_sha256: str,
+    *,
+    server: str | None = None,
+    state: State = "provisioning",
+) -> Tenant:
+    """Put a failed or interrupted tenant back to ``provisioning`` (or ``queued``) for a retry from scratch (on
+    ``server`` if given: it owns nothing anywhere by then)."""
     row = await conn.fetchrow(
-        f"""UPDATE tenants SET state = 'provisioning', name = $2, request_sha256 = $3, error = NULL,
+        f"""UPDATE tenants SET state = $5, name = $2, request_sha256 = $3, error = NULL,
                    version = NULL, server = coalesce($4, server), updated_at = now()
             WHERE id = $1 RETURNING {_COLUMNS}""",
         tenant_id,
         name,
         request_sha256,
         server,
+        state,
     )
     assert row is not None
     return _tenant(row)

@@ -21,8 +21,9 @@ from service.errors import BackupNotFound, ServiceError, TenantNotFound
 from service.identifiers import validate_tenant_id
 from service.store import catalog, lifecycle, pgtools
 from service.store.catalog import Tenant
-from service.store.db import Conn, Lease
+from service.store.db import Conn
 from service.store.lifecycle import Backup
+from service.store.locks import Lease
 from service.tenants import copies
 from service.tenants.context import Context
 from service.tenants.steps import locked, ready, recorded

@@ -23,7 +23,8 @@ from service.schema.drift import DriftChecker
 from service.schema.template import Template
 from service.store import catalog
 from service.store.connections import TenantConnections
-from service.store.db import Server, Servers, Target, TenantLocks
+from service.store.db import Server, Servers, Target
+from service.store.locks import TenantLocks
 from service.tenants.cache import Recent, Revalidating
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class Context:
         self.settings = settings
         self.locks = TenantLocks(self.server, settings.busy_timeout, settings.max_parallel)
         self.background: set[asyncio.Task[None]] = set()
+        # Set by an enqueue in this process so an idle queue worker starts at once (see .queue).
+        self.queue_wakeup = asyncio.Event()
         self.fleet_counts = Recent(self._count_fleet, settings.fleet_cache_seconds)
         self.connections = TenantConnections(settings.tenant_connections, settings.tenant_connection_idle)
         for budget in {id(b): b for b in [servers.catalog.budget, *(t.budget for t in servers)]}.values():

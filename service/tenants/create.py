@@ -19,16 +19,17 @@ from typing import NamedTuple, TypeVar
 
 from service import logs
 from service.config import Strategy
-from service.errors import DatabaseExists, RoleExists, ServiceError, TenantDeleted, TenantExists
+from service.errors import DatabaseExists, DatabaseUnavailable, RoleExists, ServiceError, TenantDeleted, TenantExists
 from service.history import runner
 from service.history.migrations import plan
 from service.identifiers import database_name, validate_tenant_id
 from service.store import catalog
+from service.store import queue as queue_store
 from service.store.catalog import Tenant
-from service.store.db import Conn, Lease
+from service.store.db import Conn, as_unavailable, is_lost
 from service.tenants import credentials, owned, placement, roles
 from service.tenants.context import Context
-from service.tenants.steps import error_dict, ms_since
+from service.tenants.steps import error_dict, locked, ms_since
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -65,23 +66,21 @@ class Created(NamedTuple):
     connection_url: str | None = None
 
 
-async def create(ctx: Context, request: CreateRequest, *, wait: bool = True) -> Created:
+async def create(ctx: Context, request: CreateRequest) -> Created:
     """Create a tenant and its login role, or return the existing tenant for a replay (no connection URL).
 
-    With ``wait=False`` the role is made before returning (so the URL is in the answer), the tenant is returned
-    in ``provisioning`` and the database is built in the background. Raises TenantExists (same id, other body),
-    DatabaseExists / RoleExists (a foreign database or role has the name; nothing is left behind), TenantBusy
-    (waited past the bound), MigrationFailed (the tenant is then ``failed``, its database and role dropped).
+    (``Prefer: respond-async`` goes through :func:`.queue.enqueue` instead.) Raises TenantExists (same id, other
+    body), DatabaseExists / RoleExists (a foreign database or role has the name; nothing is left behind),
+    TenantBusy (waited past the bound), MigrationFailed (the tenant is then ``failed``, its database and role
+    dropped), DatabaseUnavailable (a server went away: what was made is undone by recovery once it is back).
     """
     validate_tenant_id(request.id)
     logs.tenant.set(request.id)
     if request.server is not None:
         placement.require(ctx.servers, request.server)  # before waiting for anything
-    lease: Lease | None = await ctx.locks.acquire(request.id)
-    assert lease is not None
-    try:
+    async with locked(ctx, request.id) as lease:
         tenant = await _claim(ctx, lease.conn, request)
-        if tenant.state == "ready":
+        if tenant.state in ("ready", "queued"):
             op = await catalog.begin_operation(lease.conn, tenant.id, "create", {"replay": True})
             await catalog.end_operation(lease.conn, op)
             return Created(tenant, False)
@@ -90,27 +89,37 @@ async def create(ctx: Context, request: CreateRequest, *, wait: bool = True) -> 
         password = await _guard(ctx, lease.conn, tenant, op, owned.create_role(ctx, lease.conn, tenant))
         dsn = ctx.target(tenant).admin_dsn
         url = credentials.connection_url(dsn, tenant.database, password, tenant.database)
-        if not wait:
-            ctx.spawn(_provision_and_release(ctx, lease, tenant, request, op))
-            lease = None
-            return Created(tenant, True, url)
         return Created(await _provision(ctx, lease.conn, tenant, request, op), True, url)
-    finally:
-        if lease is not None:
-            await lease.release()
+
+
+async def build_queued(
+    ctx: Context, conn: Conn, tenant: Tenant, request: CreateRequest, op: int, verifier: str
+) -> Tenant:
+    """Build a tenant taken from the queue (its lock held on ``conn``, its row just made ``provisioning``): undo
+    what an interrupted attempt left, refuse a foreign name, make the role with the verifier of the password the
+    202 answered, then the same steps as :func:`create`."""
+    await _guard(ctx, conn, tenant, op, _prepare_queued(ctx, conn, tenant, verifier))
+    return await _provision(ctx, conn, tenant, request, op)
+
+
+async def _prepare_queued(ctx: Context, conn: Conn, tenant: Tenant, verifier: str) -> None:
+    await owned.drop_owned(ctx, conn, tenant)
+    await _refuse_foreign(ctx, tenant)
+    await owned.create_role_verified(ctx, conn, tenant, verifier)
 
 
 async def _claim(ctx: Context, conn: Conn, request: CreateRequest) -> Tenant:
     existing = await catalog.get(conn, request.id)
     if existing is not None and existing.state == "deleted":
         raise TenantDeleted(tenant=request.id)
-    if existing is not None and existing.state == "ready":
+    if existing is not None and existing.state in ("ready", "queued"):
         if existing.request_sha256 == request.fingerprint() and request.server in (None, existing.server):
             return existing
         raise TenantExists(tenant=request.id)
     if existing is not None:
         # failed, or left in flight by a process that died: we hold the lock, so nobody works on it.
         await owned.drop_owned(ctx, conn, existing)
+        await queue_store.dequeue(conn, request.id)  # a queued attempt's: this request replaces it
         if existing.state != "deleting":
             return await _place(ctx, conn, request, retry=True)  # it owns nothing now: placed anew
         await catalog.remove(conn, request.id)
@@ -118,7 +127,8 @@ async def _claim(ctx: Context, conn: Conn, request: CreateRequest) -> Tenant:
     try:
         await _refuse_foreign(ctx, tenant)
     except Exception:
-        await catalog.remove(conn, tenant.id)
+        if not is_lost(conn):  # else the lock is gone with it: recovery fails the row (it owns nothing)
+            await catalog.remove(conn, tenant.id)
         raise
     return tenant
 
@@ -145,15 +155,6 @@ async def _refuse_foreign(ctx: Context, tenant: Tenant) -> None:
     async with target.admin() as admin:
         if await roles.exists(admin, tenant.database):
             raise RoleExists(role=tenant.database, server=target.name)
-
-
-async def _provision_and_release(ctx: Context, lease: Lease, tenant: Tenant, request: CreateRequest, op: int) -> None:
-    try:
-        await _provision(ctx, lease.conn, tenant, request, op)
-    except ServiceError as exc:
-        log.warning("background creation of %s failed: %s", tenant.id, exc.message)
-    finally:
-        await lease.release()
 
 
 async def _provision(ctx: Context, conn: Conn, tenant: Tenant, request: CreateRequest, op: int) -> Tenant:
@@ -189,21 +190,41 @@ async def _build(ctx: Context, conn: Conn, tenant: Tenant, request: CreateReques
 async def _guard(ctx: Context, conn: Conn, tenant: Tenant, op: int, step: Awaitable[_T]) -> _T:
     """Await one step of a creation; on failure undo what the catalog records as made, and record why.
 
-    A name taken by a foreign database or role leaves nothing behind, not even the catalog row.
+    A name taken by a foreign database or role leaves nothing behind, not even the catalog row. When the catalog
+    connection was lost, the tenant's lock went with it and nothing is touched; when the undo cannot reach a
+    server, it stops there. Either way the row stays ``provisioning`` with what it owns recorded, the recovery loop
+    (:mod:`.recover`) undoes it under the lock once the servers answer again, and the caller gets
+    DatabaseUnavailable (503) for a lost server or connection.
     """
     try:
         return await step
-    except (DatabaseExists, RoleExists) as exc:
+    except Exception as exc:
+        if is_lost(conn):  # so is the lock: touch nothing
+            lost = DatabaseUnavailable("the catalog connection was lost")
+            log.warning("creation of %s interrupted (%s); recovery undoes it", tenant.id, lost.message)
+            raise lost from exc
+        try:
+            await _undo(ctx, conn, tenant, op, exc)
+        except Exception as again:
+            unavailable = as_unavailable(again)
+            if unavailable is None:
+                raise
+            log.warning("creation of %s interrupted (%s); recovery undoes it", tenant.id, unavailable.message)
+        unavailable = as_unavailable(exc)
+        if unavailable is None or unavailable is exc:
+            raise
+        raise unavailable from exc
+
+
+async def _undo(ctx: Context, conn: Conn, tenant: Tenant, op: int, exc: Exception) -> None:
+    if isinstance(exc, DatabaseExists | RoleExists):
         await owned.drop_owned(ctx, conn, tenant)
         await catalog.remove(conn, tenant.id)
         await catalog.end_operation(conn, op, {"code": exc.code})
-        raise
-    except ServiceError as exc:
-        await owned.fail(ctx, conn, tenant, error_dict(exc))
-        await catalog.end_operation(conn, op, error_dict(exc))
-        raise
-    except Exception as exc:
+        return
+    if isinstance(exc, ServiceError):
+        error = error_dict(exc)
+    else:
         error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
-        await owned.fail(ctx, conn, tenant, error)
-        await catalog.end_operation(conn, op, error)
-        raise
+    await owned.fail(ctx, conn, tenant, error)
+    await catalog.end_operation(conn, op, error)

@@ -27,14 +27,19 @@ log = logging.getLogger(__name__)
 async def create_role(ctx: Context, conn: Conn, tenant: Tenant) -> str:
     """Make the tenant's login role (named like its database); return its password. RoleExists: a foreign one."""
     password = credentials.new_password()
+    await create_role_verified(ctx, conn, tenant, credentials.scram_sha256(password))
+    return password
+
+
+async def create_role_verified(ctx: Context, conn: Conn, tenant: Tenant, verifier: str) -> None:
+    """:func:`create_role` given the SCRAM verifier of its password (a queued creation keeps only that)."""
     await catalog.set_role_owned(conn, tenant.id, True)
     try:
         async with ctx.target(tenant).admin() as admin:
-            await roles.create(admin, tenant.database, password)
+            await roles.create_verified(admin, tenant.database, verifier)
     except RoleExists:  # someone outside the service made it a moment ago
         await catalog.set_role_owned(conn, tenant.id, False)
         raise
-    return password
 
 
 async def create_database(ctx: Context, conn: Conn, tenant: Tenant, template: Template | None = None) -> None:

@@ -59,8 +59,13 @@ def choose(servers: Servers, counts: Mapping[str, int], named: str | None, drain
 async def place(conn: Conn, servers: Servers, tenant_id: str, named: str | None) -> Target:
     """Choose a server for ``tenant_id`` inside the caller's catalog transaction, which must also write the row.
 
-    The transaction-level lock is held until the caller commits, so the next placement counts this tenant.
+    The transaction-level lock is held until the caller commits, so the next placement counts this tenant. With no
+    capacity anywhere there is no last place to protect: no lock (a burst of creations does not queue behind each
+    other's commits), and with one server nothing to count.
     """
+    if all(t.capacity is None for t in servers):
+        counts = {} if len(servers) == 1 else await catalog.count_by_server(conn, excluding=tenant_id)
+        return choose(servers, counts, named)
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_PLACEMENT_LOCK)
     counts = await catalog.count_by_server(conn, excluding=tenant_id)
     return choose(servers, counts, named, await lifecycle.draining(conn))

@@ -1,5 +1,5 @@
 """The facade the API, the CLI and the fleet call: one method per tenant operation, each a single call into the
-module that owns it (``create``, ``migrate``, ``repair``, ``delete``, ``rotate``, ``recover``, ``reads``).
+module that owns it (``create``, ``queue``, ``migrate``, ``repair``, ``delete``, ``rotate``, ``recover``, ``reads``).
 
 It holds no logic of its own; its state is the shared :class:`~service.tenants.context.Context`.
 """
@@ -14,7 +14,7 @@ from service.store.catalog import Tenant
 from service.store.db import Conn
 from service.store.lifecycle import Backup, Drain
 from service.store.listing import Browse, Listed
-from service.tenants import backup, create, delete, migrate, move, reads, recover, repair, restore, rotate
+from service.tenants import backup, create, delete, migrate, move, queue, reads, recover, repair, restore, rotate
 from service.tenants.context import Context
 from service.tenants.create import Created, CreateRequest
 from service.tenants.migrate import Upgrade
@@ -26,7 +26,7 @@ class Provisioner(Context):
     """Every tenant operation, given its servers, files and settings as arguments (see :class:`Context`)."""
 
     async def create(self, request: CreateRequest, *, wait: bool = True) -> Created:
-        return await create.create(self, request, wait=wait)
+        return await (create.create(self, request) if wait else queue.enqueue(self, request))
 
     async def migrate(
         self, tenant_id: str, *, allow_out_of_order: bool = False, to_version: int | None = None
@@ -68,6 +68,13 @@ class Provisioner(Context):
 
     async def recover(self) -> int:
         return await recover.recover(self)
+
+    def start(self) -> None:
+        """Background work for the life of the process (:meth:`close` cancels it): the recovery loop, whose first
+        pass runs now, and the creation queue's workers."""
+        self.spawn(recover.loop(self))
+        for _ in range(self.settings.queue_workers):
+            self.spawn(queue.work(self))
 
     async def ping(self) -> list[Pressure]:
         return await reads.ping(self)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import asyncpg
 
@@ -13,6 +13,7 @@ from service.history import table as history
 from service.history.table import Applied, Progress
 from service.identifiers import validate_tenant_id
 from service.store import catalog, lifecycle
+from service.store import queue as queue_store
 from service.store.budget import Pressure
 from service.store.catalog import Tenant
 from service.store.db import INVALID_CATALOG_NAME, sqlstate
@@ -46,6 +47,8 @@ async def get(ctx: Context, tenant_id: str) -> Tenant:
     validate_tenant_id(tenant_id)
     async with ctx.server.catalog() as conn:
         tenant = await catalog.get(conn, tenant_id)
+        if tenant is not None and tenant.state == "queued":
+            tenant = replace(tenant, queue_position=await queue_store.queue_position(conn, tenant_id))
     if tenant is None:
         raise TenantNotFound(tenant=tenant_id)
     return tenant

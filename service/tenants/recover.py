@@ -1,16 +1,25 @@
-"""Recovery: finish or undo what a dead process left in flight (``provisioning``, ``deleting``, owned leftovers),
-close the operations it left ``running`` in the audit trail with their outcome, and drop template databases whose
-build was interrupted. Runs at start; tenants another live replica is working on (their lock is held) are left to
-it."""
+"""Recovery: finish or undo what was left in flight (``provisioning``, ``deleting``, a restore's or a delete's step,
+owned leftovers of a failed tenant, half-written backups) by a dead process or by an outage that cut an operation
+short, close the operations it left ``running`` in the audit trail with their outcome, purge deleted tenants past
+their retention, and drop template databases whose build was interrupted.
+
+It runs in the background for the life of the process (:func:`loop`): a first pass at start, which holds nothing
+else back (readiness, tenants not concerned), then one every ``recovery_interval`` seconds, so a tenant stranded by
+a server restart is finished or undone within that bound of the server answering again, without a restart of the
+service. Tenants whose lock is held (an operation of this process, or of another live replica) are left to it;
+several are recovered at once (up to ``max_parallel``: each ``DROP DATABASE`` waits for a checkpoint).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from service.errors import ServiceError
 from service.store import catalog
+from service.store import queue as queue_store
 from service.store.catalog import Tenant
-from service.store.db import Conn
+from service.store.db import Conn, as_unavailable
 from service.tenants import backup, delete, move, owned, restore
 from service.tenants.context import Context
 
@@ -23,31 +32,70 @@ _INTERRUPTED = {
 }
 
 
-async def recover(ctx: Context) -> int:
-    """Return how many tenants were touched."""
+async def recover(ctx: Context, *, templates: bool = True) -> int:
+    """One pass; return how many tenants were touched. DatabaseUnavailable when the catalog cannot be read."""
     async with ctx.server.catalog() as conn:
         stuck = await catalog.unfinished(conn)
-    touched = 0
-    for tenant in stuck:
-        lease = await ctx.locks.try_acquire(tenant.id)
-        if lease is None:
-            continue  # a live process (another replica) is working on it
-        try:
-            current = await catalog.get(lease.conn, tenant.id)
-            if current is None:
-                continue
-            await _recover_one(ctx, lease.conn, current)
-            touched += 1
-            log.warning("recovered tenant %s (was %s)", current.id, current.state)
-        except ServiceError as exc:  # its server is down: the next start, or the next request on it, retries
-            log.warning("cannot recover tenant %s now: %s", tenant.id, exc.message)
-        finally:
-            await lease.release()
+    gate = asyncio.Semaphore(ctx.settings.max_parallel)
+
+    async def one(tenant: Tenant) -> bool:
+        async with gate:
+            return await _try(ctx, tenant)
+
+    touched = sum(await asyncio.gather(*(one(t) for t in stuck)))
     touched += await _clean_backups(ctx)
     touched += await delete.purge_expired(ctx)
     await _close_operations(ctx)
-    await _drop_orphan_templates(ctx)
+    if templates:
+        await _drop_orphan_templates(ctx)
     return touched
+
+
+async def loop(ctx: Context) -> None:
+    """Recover at start and then every ``recovery_interval`` seconds, for the life of the process."""
+    first = True
+    while True:
+        try:
+            touched = await recover(ctx, templates=first)
+            first = False
+            if touched:
+                log.warning("recovered %d tenant(s) left in flight", touched)
+        except ServiceError as exc:  # the catalog is unreachable: the next pass retries
+            log.warning("recovery pass skipped: %s", exc.message)
+        except Exception as exc:
+            unavailable = as_unavailable(exc)
+            if unavailable is None:
+                log.exception("recovery pass failed")
+            else:
+                log.warning("recovery pass skipped: %s", unavailable.message)
+        await asyncio.sleep(ctx.settings.recovery_interval)
+
+
+async def _try(ctx: Context, tenant: Tenant) -> bool:
+    """Recover one tenant if its lock is free; whether it was touched."""
+    try:
+        lease = await ctx.locks.try_acquire(tenant.id)
+    except ServiceError as exc:
+        log.warning("cannot recover tenant %s now: %s", tenant.id, exc.message)
+        return False
+    if lease is None:
+        return False  # a live operation (here or in another replica) is working on it
+    try:
+        current = await catalog.get(lease.conn, tenant.id)
+        if current is None:
+            return False
+        await _recover_one(ctx, lease.conn, current)
+        log.warning("recovered tenant %s (was %s)", current.id, current.state)
+        return True
+    except Exception as exc:  # its server is still down: the next pass retries
+        unavailable = exc if isinstance(exc, ServiceError) else as_unavailable(exc)
+        if unavailable is None:
+            log.exception("cannot recover tenant %s", tenant.id)
+        else:
+            log.warning("cannot recover tenant %s now: %s", tenant.id, unavailable.message)
+        return False
+    finally:
+        await lease.release()
 
 
 async def _clean_backups(ctx: Context) -> int:
@@ -77,8 +125,16 @@ async def _recover_one(ctx: Context, conn: Conn, tenant: Tenant) -> None:
     elif op in ("delete", "undelete") or tenant.state == "deleting":
         await delete.recover(ctx, conn, tenant)
     elif tenant.state == "provisioning":
+        job = await queue_store.job(conn, tenant.id)
+        if job is not None and job.attempts < ctx.settings.queue_attempts:
+            # A queued creation: its client holds a 202 and a password, so it is started again, not failed.
+            await owned.drop_owned(ctx, conn, tenant)
+            await queue_store.requeue(conn, tenant.id)
+            ctx.queue_wakeup.set()
+            return
         error = {"code": "interrupted", "message": "creation was interrupted; POST again to retry"}
         await owned.fail(ctx, conn, tenant, error)
+        await queue_store.dequeue(conn, tenant.id)
     else:
         await owned.drop_owned(ctx, conn, tenant)
 

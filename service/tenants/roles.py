@@ -42,8 +42,13 @@ async def exists(conn: Conn, role: str) -> bool:
 
 async def create(conn: Conn, role: str, password: str) -> None:
     """Create the login role; raise :class:`RoleExists` if a role of that name exists."""
+    await create_verified(conn, role, scram_sha256(password))
+
+
+async def create_verified(conn: Conn, role: str, verifier: str) -> None:
+    """:func:`create` given the password's SCRAM verifier (a queued creation keeps only that)."""
     try:
-        await conn.execute(f"CREATE ROLE {quote_ident(role)} {_ATTRIBUTES} PASSWORD {_verifier(password)}")
+        await conn.execute(f"CREATE ROLE {quote_ident(role)} {_ATTRIBUTES} PASSWORD {quote_literal(verifier)}")
     except PostgresError as exc:
         if sqlstate(exc) == DUPLICATE_OBJECT:
             raise RoleExists(role=role) from exc

@@ -13,7 +13,8 @@ from service.errors import ServiceError, TenantNotFound, TenantNotReady
 from service.identifiers import validate_tenant_id
 from service.store import catalog
 from service.store.catalog import Tenant
-from service.store.db import Conn, Lease
+from service.store.db import Conn
+from service.store.locks import Lease
 from service.tenants.context import Context
 
 

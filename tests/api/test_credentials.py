@@ -314,6 +314,10 @@ async def test_recovery_drops_only_roles_the_catalog_owns(ok_settings: Settings,
         )
     async with serve(ok_settings) as client:
         for tenant_id in ("half", "foreign"):
+            for _ in range(600):  # recovery runs in the background
+                if (await client.get(f"/tenants/{tenant_id}")).json()["state"] == "failed":
+                    break
+                await asyncio.sleep(0.05)
             assert (await client.get(f"/tenants/{tenant_id}")).json()["state"] == "failed"
     assert await role(pg_url, f"{prefix}half") is None
     assert await role(pg_url, f"{prefix}foreign") is not None

@@ -394,7 +394,7 @@ async def test_respond_async_answers_202_then_becomes_ready(
     assert r.status_code == 202, r.text
     assert r.headers["location"] == "/tenants/later"
     assert r.headers["preference-applied"] == "respond-async"
-    assert r.json()["state"] == "provisioning"
+    assert r.json()["state"] == "queued"  # recorded and queued: a worker (of any replica) builds it
     tenant = await wait_state(client, "later", until={"ready", "failed"}, seconds=60)
     assert tenant["state"] == "ready", tenant
     assert tenant["version"] == 10
@@ -542,6 +542,14 @@ async def test_recovery_undoes_what_a_crash_left_behind(ok_settings: Settings, s
     foreign = await _insert_tenant(pg_url, ok_settings, "foreign", "provisioning", owned=False)
 
     async with serve(ok_settings) as client:
+        # Recovery runs in the background (readiness does not wait for it): the service answers meanwhile.
+        assert (await client.get("/readyz")).status_code == 200
+        await wait_state(client, "half", until={"failed"}, seconds=30)
+        await wait_state(client, "foreign", until={"failed"}, seconds=30)
+        for _ in range(600):
+            if (await client.get("/tenants/dying")).status_code == 404:
+                break
+            await asyncio.sleep(0.05)
         remaining = await databases(pg_url, ok_settings.db_prefix)
         assert half not in remaining
         assert dying not in remaining

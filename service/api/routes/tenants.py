@@ -42,8 +42,8 @@ def _decode_cursor(cursor: str) -> str:
         200: {"model": schemas.TenantOut, "description": "The tenant already exists with this body (replay)."},
         202: {
             "model": schemas.TenantCreated,
-            "description": "Accepted (Prefer: respond-async): the role exists, the database is being built; poll "
-            "the Location.",
+            "description": "Accepted (Prefer: respond-async): recorded and queued (state queued); the role is made "
+            "with the password of this answer when a worker starts it; poll the Location.",
         },
         **responses(409, 422, 500, 503),
     },

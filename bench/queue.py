@@ -1,0 +1,196 @@
+"""A burst of asynchronous creations (``Prefer: respond-async``) on two replicas sharing a server with
+``max_connections=40``.
+
+``python -m bench.queue --tenants 300`` starts its own durable cluster with ``max_connections=40`` (never the
+server of ``TENANTS_DATABASE_URL``), two service processes on loopback ports sharing one catalog, then sends the
+burst, alternating replicas, in two shapes, each right after the same shape against ``GET /healthz`` (no database:
+the HTTP stack's own limit on this machine, measured interleaved in the same run):
+
+- *paced*: requests sent at ``--rate`` per second (open loop: a slow answer delays no later request);
+- *at once*: every request sent at the same moment.
+
+It records the latency of every 202, waits until every tenant is ``ready``, samples the server's connections every
+100 ms (the peak must stay below ``max_connections``), counts answers that are not 202 and log lines of either
+replica that mention connection errors, and counts which replica built each tenant (from the audit trail).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench.fleet import Service
+from service.store.db import with_database
+from service.store.embedded import EmbeddedPostgres
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_CONNECTIONS = 40
+_ERRORS = ("too many clients", "TooManyConnections", "remaining connection slots", "database_unavailable")
+
+
+class LimitedPostgres(EmbeddedPostgres):
+    """The embedded cluster with ``max_connections=40`` (a later ``-c`` wins over the default one)."""
+
+    def _server_options(self, port: int) -> str:
+        return f"{super()._server_options(port)} -c max_connections={MAX_CONNECTIONS}"
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def summary(ms: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(statistics.median(ms), 1),
+        "p99": round(percentile(ms, 99), 1),
+        "max": round(max(ms), 1),
+    }
+
+
+async def burst(
+    client: httpx.AsyncClient, urls: list[str], n: int, rate: float | None, request: Any
+) -> tuple[list[float], list[int]]:
+    """``n`` requests alternating over ``urls``, paced at ``rate`` per second (None: all at once); their latencies
+    (ms) and statuses."""
+    latencies: list[float] = [0.0] * n
+    statuses: list[int] = [0] * n
+    started = time.perf_counter()
+
+    async def one(i: int) -> None:
+        if rate is not None:
+            await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+        t0 = time.perf_counter()
+        r = await request(client, urls[i % len(urls)], i)
+        latencies[i] = (time.perf_counter() - t0) * 1000
+        statuses[i] = r.status_code
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return latencies, statuses
+
+
+async def sample_connections(dsn: str, peak: list[int], stop: asyncio.Event) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        while not stop.is_set():
+            n = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
+            peak[0] = max(peak[0], int(n))
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+async def wait_ready(catalog_dsn: str, prefix: str, n: int, limit_s: float) -> tuple[float, dict[str, int]]:
+    started = time.perf_counter()
+    conn = await asyncpg.connect(catalog_dsn)
+    try:
+        while True:
+            rows = await conn.fetch(
+                "SELECT state, count(*) AS n FROM tenants WHERE starts_with(id, $1) GROUP BY state", prefix
+            )
+            states = {r["state"]: r["n"] for r in rows}
+            if states.get("ready", 0) + states.get("failed", 0) >= n or time.perf_counter() - started > limit_s:
+                return time.perf_counter() - started, states
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
+async def builders(catalog_dsn: str, prefix: str) -> dict[str, int]:
+    conn = await asyncpg.connect(catalog_dsn)
+    try:
+        rows = await conn.fetch(
+            """SELECT detail->>'worker' AS worker, count(*) AS n FROM operations
+               WHERE kind = 'create' AND state = 'succeeded' AND starts_with(tenant_id, $1) GROUP BY 1""",
+            prefix,
+        )
+    finally:
+        await conn.close()
+    return {r["worker"]: r["n"] for r in rows}
+
+
+async def run_shape(
+    client: httpx.AsyncClient, urls: list[str], dsn: str, catalog_dsn: str, n: int, rate: float | None, tag: str
+) -> dict[str, Any]:
+    async def health(c: httpx.AsyncClient, url: str, i: int) -> httpx.Response:
+        return await c.get(f"{url}/healthz")
+
+    async def create(c: httpx.AsyncClient, url: str, i: int) -> httpx.Response:
+        return await c.post(f"{url}/tenants", json={"id": f"{tag}{i}"}, headers={"Prefer": "respond-async"})
+
+    limit, _ = await burst(client, urls, n, rate, health)
+    peak, stop = [0], asyncio.Event()
+    sampler = asyncio.create_task(sample_connections(dsn, peak, stop))
+    latencies, statuses = await burst(client, urls, n, rate, create)
+    ready_after, states = await wait_ready(catalog_dsn, tag, n, limit_s=900)
+    stop.set()
+    await sampler
+    return {
+        "shape": f"paced {rate:g}/s" if rate is not None else "at once",
+        "healthz_ms": summary(limit),
+        "accepted_ms": summary(latencies),
+        "not_202": sum(1 for s in statuses if s != 202),
+        "ready_s": round(ready_after, 1),
+        "states": states,
+        "peak_connections": peak[0],
+        "built_by": await builders(catalog_dsn, tag),
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    data = Path(tempfile.mkdtemp(prefix="tenants-bench-queue-"))
+    pg = LimitedPostgres(data / "pg", durable=True)
+    dsn = pg.start()
+    tag = uuid.uuid4().hex[:6]
+    env = {
+        "TENANTS_DATABASE_URL": dsn,
+        "TENANTS_CATALOG_DATABASE": f"bench_{tag}",
+        "TENANTS_DB_PREFIX": f"b{tag}_",
+        "TENANTS_MIGRATIONS_DIR": str(ROOT / "migrations"),
+        "TENANTS_POOL_SIZE": "6",
+        "TENANTS_MAX_PARALLEL": "3",
+        "TENANTS_QUEUE_WORKERS": "2",
+        "TENANTS_TENANT_CONNECTIONS": "0",
+        "TENANTS_LOG_LEVEL": "warning",
+    }
+    replicas = [Service(env, data / f"replica{i}.log") for i in range(2)]
+    results = []
+    try:
+        for replica in replicas:
+            await replica.start()
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            urls = [r.url for r in replicas]
+            catalog_dsn = with_database(dsn, f"bench_{tag}")
+            results.append(await run_shape(client, urls, dsn, catalog_dsn, args.tenants, args.rate, "p"))
+            results.append(await run_shape(client, urls, dsn, catalog_dsn, args.tenants, None, "o"))
+    finally:
+        for replica in replicas:
+            replica.stop()
+        pg.stop()
+    logs = "".join(r.log.read_text() for r in replicas)
+    report = {
+        "server": f"embedded (durable), max_connections={MAX_CONNECTIONS}",
+        "tenants_per_shape": args.tenants,
+        "replicas": 2,
+        "connection_error_log_lines": sum(logs.count(e) for e in _ERRORS),
+        "shapes": results,
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tenants", type=int, default=300)
+    parser.add_argument("--rate", type=float, default=150.0, help="requests per second of the paced burst")
+    asyncio.run(main(parser.parse_args()))
