@@ -43,7 +43,7 @@ from service.fleet.rollout_driver import Driver, LockLost
 from service.fleet.rollout_store import Rollout
 from service.identifiers import validate_tenant_id
 from service.store import audit
-from service.store.db import UNIQUE_VIOLATION, sqlstate
+from service.store.db import UNIQUE_VIOLATION, as_unavailable, sqlstate
 from service.tenants.provisioner import Provisioner
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,10 @@ class Rollouts:
         except LockLost:
             log.warning("rollout %d: lost its lock connection; another process will take it over", rollout_id)
         except Exception as exc:  # the next look (or another replica) resumes it
-            log.exception("rollout %d: driving stopped: %s", rollout_id, exc)
+            if as_unavailable(exc) is None:
+                log.exception("rollout %d: driving stopped: %s", rollout_id, exc)
+            else:  # an outage: expected, and no bug to trace
+                log.warning("rollout %d: driving stopped by an outage: %s", rollout_id, exc)
         finally:
             with contextlib.suppress(Exception):
                 await lock.close()  # also releases the advisory lock

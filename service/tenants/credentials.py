@@ -2,7 +2,8 @@
 
 The clear password exists only in this process, long enough to answer the request that made it: the server is sent
 the SCRAM-SHA-256 verifier PostgreSQL would compute itself, so the password never appears in a statement the server
-could log, show in ``pg_stat_activity`` or keep in ``pg_stat_statements``; the catalog stores nothing about it.
+could log, show in ``pg_stat_activity`` or keep in ``pg_stat_statements``. The catalog stores nothing about it,
+except a queued creation's verifier (what ``pg_authid`` keeps too) until its worker has made the role.
 """
 
 from __future__ import annotations

@@ -112,8 +112,9 @@ async def settled(catalog_url: str, rollout_ids: list[int], deadline: float) -> 
 async def leftovers(
     admin_url: str, prefix: str, states: dict[str, tuple[str, bool, bool]]
 ) -> tuple[set[str], set[str]]:
-    """Databases and roles with the tenants' prefix that no ready tenant owns (a half-made tenant, an orphan)."""
-    ready = {prefix + t for t, (state, _, _) in states.items() if state == "ready"}
+    """Databases and roles with the tenants' prefix that no ready (or deleted, kept) tenant owns: a half-made
+    tenant, an orphan."""
+    ready = {prefix + t for t, (state, _, _) in states.items() if state in ("ready", "deleted")}
     conn = await asyncpg.connect(admin_url)
     try:
         dbs = {
