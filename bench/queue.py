@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -119,8 +120,27 @@ async def builders(catalog_dsn: str, prefix: str) -> dict[str, int]:
     return {r["worker"]: r["n"] for r in rows}
 
 
+def stop(replica: Service) -> None:
+    try:
+        replica.stop()
+    except subprocess.TimeoutExpired:
+        assert replica.proc is not None
+        replica.proc.kill()
+        replica.proc.wait()
+
+
+async def burst_on_new_client(
+    urls: list[str], n: int, rate: float | None, request: Any
+) -> tuple[list[float], list[int]]:
+    """A burst on a client of its own: no keep-alive connection left from an earlier burst (the server may have
+    closed it meanwhile), as many connections as requests in flight."""
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        return await burst(client, urls, n, rate, request)
+
+
 async def run_shape(
-    client: httpx.AsyncClient, urls: list[str], dsn: str, catalog_dsn: str, n: int, rate: float | None, tag: str
+    urls: list[str], dsn: str, catalog_dsn: str, n: int, rate: float | None, tag: str
 ) -> dict[str, Any]:
     async def health(c: httpx.AsyncClient, url: str, i: int) -> httpx.Response:
         return await c.get(f"{url}/healthz")
@@ -128,10 +148,10 @@ async def run_shape(
     async def create(c: httpx.AsyncClient, url: str, i: int) -> httpx.Response:
         return await c.post(f"{url}/tenants", json={"id": f"{tag}{i}"}, headers={"Prefer": "respond-async"})
 
-    limit, _ = await burst(client, urls, n, rate, health)
+    limit, _ = await burst_on_new_client(urls, n, rate, health)
     peak, stop = [0], asyncio.Event()
     sampler = asyncio.create_task(sample_connections(dsn, peak, stop))
-    latencies, statuses = await burst(client, urls, n, rate, create)
+    latencies, statuses = await burst_on_new_client(urls, n, rate, create)
     ready_after, states = await wait_ready(catalog_dsn, tag, n, limit_s=900)
     stop.set()
     await sampler
@@ -168,16 +188,16 @@ async def main(args: argparse.Namespace) -> None:
     try:
         for replica in replicas:
             await replica.start()
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-            urls = [r.url for r in replicas]
-            catalog_dsn = with_database(dsn, f"bench_{tag}")
-            results.append(await run_shape(client, urls, dsn, catalog_dsn, args.tenants, args.rate, "p"))
-            results.append(await run_shape(client, urls, dsn, catalog_dsn, args.tenants, None, "o"))
+        urls = [r.url for r in replicas]
+        catalog_dsn = with_database(dsn, f"bench_{tag}")
+        results.append(await run_shape(urls, dsn, catalog_dsn, args.tenants, args.rate, "p"))
+        results.append(await run_shape(urls, dsn, catalog_dsn, args.tenants, None, "o"))
     finally:
-        for replica in replicas:
-            replica.stop()
-        pg.stop()
+        try:
+            for replica in replicas:
+                stop(replica)
+        finally:
+            pg.stop()
     logs = "".join(r.log.read_text() for r in replicas)
     report = {
         "server": f"embedded (durable), max_connections={MAX_CONNECTIONS}",

@@ -222,6 +222,12 @@ async def page(conn: Conn, *, state: str | None, after: str | None, limit: int) 
     return [_tenant(r) for r in rows]
 
 
+def is_unfinished(t: Tenant) -> bool:
+    """What :func:`unfinished` selects, for a row read again under the tenant's lock (it may have finished since)."""
+    in_flight = t.state in ("provisioning", "deleting", "restoring", "moving") or t.step is not None
+    return in_flight or (t.state == "failed" and (t.database_owned or t.role_owned))
+
+
 async def unfinished(conn: Conn) -> list[Tenant]:
     rows = await conn.fetch(
         f"""SELECT {_COLUMNS} FROM tenants

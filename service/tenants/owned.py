@@ -36,7 +36,7 @@ async def create_role_verified(ctx: Context, conn: Conn, tenant: Tenant, verifie
     await catalog.set_role_owned(conn, tenant.id, True)
     try:
         async with ctx.target(tenant).admin() as admin:
-            await roles.create_verified(admin, tenant.database, verifier)
+            await roles.create(admin, tenant.database, verifier=verifier)
     except RoleExists:  # someone outside the service made it a moment ago
         await catalog.set_role_owned(conn, tenant.id, False)
         raise

@@ -82,8 +82,8 @@ async def _try(ctx: Context, tenant: Tenant) -> bool:
         return False  # a live operation (here or in another replica) is working on it
     try:
         current = await catalog.get(lease.conn, tenant.id)
-        if current is None:
-            return False
+        if current is None or not catalog.is_unfinished(current):
+            return False  # finished by its own operation between the listing and the lock
         await _recover_one(ctx, lease.conn, current)
         log.warning("recovered tenant %s (was %s)", current.id, current.state)
         return True

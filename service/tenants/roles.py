@@ -40,13 +40,13 @@ async def exists(conn: Conn, role: str) -> bool:
     return bool(await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role))
 
 
-async def create(conn: Conn, role: str, password: str) -> None:
-    """Create the login role; raise :class:`RoleExists` if a role of that name exists."""
-    await create_verified(conn, role, scram_sha256(password))
-
-
-async def create_verified(conn: Conn, role: str, verifier: str) -> None:
-    """:func:`create` given the password's SCRAM verifier (a queued creation keeps only that)."""
+async def create(conn: Conn, role: str, password: str | None = None, *, verifier: str | None = None) -> None:
+    """Create the login role with ``password``, or with the SCRAM ``verifier`` of one (a queued creation keeps only
+    that); raise :class:`RoleExists` if a role of that name exists."""
+    if verifier is None:
+        if password is None:
+            raise ValueError("a password or its verifier is required")
+        verifier = scram_sha256(password)
     try:
         await conn.execute(f"CREATE ROLE {quote_ident(role)} {_ATTRIBUTES} PASSWORD {quote_literal(verifier)}")
     except PostgresError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from service.history import table as history
 from service.history.migrations import load, plan
 from service.store import catalog
 from service.store.db import Server, with_database
-from service.tenants import queue
+from service.tenants import queue, recover
 from service.tenants.create import CreateRequest
 from service.tenants.provisioner import Provisioner
 
@@ -352,6 +353,20 @@ async def test_recovery_drops_the_database_of_a_failed_tenant_still_owning_one(
         assert tenant.state == "failed"
         assert not tenant.database_owned
     assert await databases(pg_url, settings.db_prefix) == set()
+
+
+async def test_recovery_leaves_a_tenant_that_finished_since_it_was_listed(
+    make_settings: MakeSettings, pg_url: str
+) -> None:
+    """The recovery loop lists unfinished tenants, then takes each one's lock: one whose own operation finished in
+    between is read again under the lock and left alone (never its database dropped)."""
+    settings = make_settings(FIXTURES / "ok")
+    async with provisioner_for(settings) as p:
+        await p.create(CreateRequest("done"))
+        listed = replace(await p.get("done"), state="provisioning")  # as the listing saw it a moment before
+        assert await recover._try(p, listed) is False
+        assert (await p.get("done")).state == "ready"
+    assert await databases(pg_url, settings.db_prefix) == {f"{settings.db_prefix}done"}
 
 
 async def test_recovery_skips_tenants_held_by_a_live_process(make_settings: MakeSettings, pg_url: str) -> None:
