@@ -36,7 +36,8 @@ from service.errors import (
 from service.identifiers import quote_ident, quote_literal, validate_tenant_id
 from service.store import catalog, lifecycle, pgtools
 from service.store.catalog import Tenant
-from service.store.db import Conn, Lease, PostgresError, Target
+from service.store.db import Conn, PostgresError, Target
+from service.store.locks import Lease
 from service.tenants import copies, placement, roles
 from service.tenants.context import Context
 from service.tenants.steps import error_dict, ready, recorded
