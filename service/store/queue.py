@@ -23,11 +23,12 @@ class Job:
 
 
 # A new tenant and its queue entry in one statement (one round trip, atomic without BEGIN/COMMIT): nothing when the
-# id exists or its lock is held (the caller then takes the general path).
+# id exists, its lock is held or the server is draining (the caller then takes the general path, which says why).
 _ENQUEUE_NEW: Final = f"""
 WITH t AS (
     INSERT INTO tenants (id, name, database, state, request_sha256, server)
-    SELECT $1, $2, $3, 'queued', $4, $5 WHERE pg_try_advisory_xact_lock($8, hashtext($1))
+    SELECT $1, $2, $3, 'queued', $4, $5
+    WHERE NOT EXISTS (SELECT 1 FROM drains WHERE server = $5) AND pg_try_advisory_xact_lock($8, hashtext($1))
     ON CONFLICT (id) DO NOTHING
     RETURNING {catalog.COLUMNS}
 ), q AS (
@@ -46,7 +47,8 @@ async def enqueue_new(
     request: dict[str, Any],
     role_verifier: str,
 ) -> Tenant | None:
-    """Insert a new ``queued`` tenant with its queue entry; None when the id exists or is locked."""
+    """Insert a new ``queued`` tenant with its queue entry; None when the id exists or is locked, or the server is
+    draining."""
     row = await conn.fetchrow(
         _ENQUEUE_NEW,
         tenant_id,

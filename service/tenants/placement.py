@@ -65,7 +65,7 @@ async def place(conn: Conn, servers: Servers, tenant_id: str, named: str | None)
     """
     if all(t.capacity is None for t in servers):
         counts = {} if len(servers) == 1 else await catalog.count_by_server(conn, excluding=tenant_id)
-        return choose(servers, counts, named)
+        return choose(servers, counts, named, await lifecycle.draining(conn))
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_PLACEMENT_LOCK)
     counts = await catalog.count_by_server(conn, excluding=tenant_id)
     return choose(servers, counts, named, await lifecycle.draining(conn))
