@@ -12,6 +12,7 @@ class Strategy(StrEnum):
 
 
 class State(StrEnum):
+    queued = "queued"
     provisioning = "provisioning"
     ready = "ready"
     failed = "failed"

@@ -33,11 +33,10 @@ CATALOG_VERSIONS: Final = (
 )
 _CATALOG_LOCK: Final = (0x7E4A1, 0)
 
-COLUMNS: Final = (
+_COLUMNS: Final = (
     "id, name, database, state, request_sha256, database_owned, version, error, created_at, updated_at, role_owned,"
     " server, deleted_at, step, adoption"
 )
-_COLUMNS: Final = COLUMNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +61,7 @@ class Tenant:
     step: dict[str, Any] | None = None
     # An adopted database's state before adoption (catalog_0008.sql), which DELETE gives back.
     adoption: dict[str, Any] | None = None
-    # While ``queued``: 1 for the next creation to start (filled in by reads that show it, else None).
-    queue_position: int | None = None
+    queue_position: int | None = None  # while queued: 1 for the next to start (filled in by reads that show it)
 
 
 _TENANT_FIELDS: Final = frozenset(c.strip() for c in _COLUMNS.split(","))
@@ -115,49 +113,32 @@ async def get_many(conn: Conn, tenant_ids: Sequence[str]) -> dict[str, Tenant]:
 
 
 async def insert(
-    conn: Conn,
-    tenant_id: str,
-    name: str,
-    database: str,
-    request_sha256: str,
-    *,
-    server: str = DEFAULT_SERVER,
-    state: State = "provisioning",
+    conn: Conn, tenant_id: str, name: str, database: str, request_sha256: str, *, server: str = DEFAULT_SERVER
 ) -> Tenant:
     row = await conn.fetchrow(
         f"""INSERT INTO tenants (id, name, database, state, request_sha256, server)
-            VALUES ($1, $2, $3, $6, $4, $5) RETURNING {_COLUMNS}""",
+            VALUES ($1, $2, $3, 'provisioning', $4, $5) RETURNING {_COLUMNS}""",
         tenant_id,
         name,
         database,
         request_sha256,
         server,
-        state,
     )
     assert row is not None
     return _tenant(row)
 
 
-async def restart(
-    conn: Conn,
-    tenant_id: str,
-    name: str,
-    request_sha256: str,
-    *,
-    server: str | None = None,
-    state: State = "provisioning",
-) -> Tenant:
-    """Put a failed or interrupted tenant back to ``provisioning`` (or ``queued``) for a retry from scratch (on
-    ``server`` if given: it owns nothing anywhere by then)."""
+async def restart(conn: Conn, tenant_id: str, name: str, request_sha256: str, *, server: str | None = None) -> Tenant:
+    """Put a failed or interrupted tenant back to ``provisioning`` for a retry from scratch (on ``server`` if
+    given: it owns nothing anywhere by then)."""
     row = await conn.fetchrow(
-        f"""UPDATE tenants SET state = $5, name = $2, request_sha256 = $3, error = NULL,
+        f"""UPDATE tenants SET state = 'provisioning', name = $2, request_sha256 = $3, error = NULL,
                    version = NULL, server = coalesce($4, server), updated_at = now()
             WHERE id = $1 RETURNING {_COLUMNS}""",
         tenant_id,
         name,
         request_sha256,
         server,
-        state,
     )
     assert row is not None
     return _tenant(row)
@@ -220,12 +201,6 @@ async def page(conn: Conn, *, state: str | None, after: str | None, limit: int) 
         limit,
     )
     return [_tenant(r) for r in rows]
-
-
-def is_unfinished(t: Tenant) -> bool:
-    """What :func:`unfinished` selects, for a row read again under the tenant's lock (it may have finished since)."""
-    in_flight = t.state in ("provisioning", "deleting", "restoring", "moving") or t.step is not None
-    return in_flight or (t.state == "failed" and (t.database_owned or t.role_owned))
 
 
 async def unfinished(conn: Conn) -> list[Tenant]:

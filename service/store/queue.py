@@ -25,16 +25,16 @@ class Job:
 # A new tenant and its queue entry in one statement (one round trip, atomic without BEGIN/COMMIT): nothing when the
 # id exists, its lock is held or the server is draining (the caller then takes the general path, which says why).
 _ENQUEUE_NEW: Final = f"""
-WITH t AS (
-    INSERT INTO tenants (id, name, database, state, request_sha256, server)
+WITH new AS (
+    INSERT INTO tenants AS t (id, name, database, state, request_sha256, server)
     SELECT $1, $2, $3, 'queued', $4, $5
     WHERE NOT EXISTS (SELECT 1 FROM drains WHERE server = $5) AND pg_try_advisory_xact_lock($8, hashtext($1))
     ON CONFLICT (id) DO NOTHING
-    RETURNING {catalog.COLUMNS}
+    RETURNING {catalog.TENANT_COLUMNS_T}
 ), q AS (
-    INSERT INTO create_queue (tenant_id, request, role_verifier) SELECT id, $6::jsonb, $7 FROM t
+    INSERT INTO create_queue (tenant_id, request, role_verifier) SELECT id, $6::jsonb, $7 FROM new
 )
-SELECT * FROM t"""
+SELECT * FROM new"""
 
 
 async def enqueue_new(

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import socket
+from dataclasses import replace
 from typing import Any
 
 from service import logs
@@ -111,13 +112,14 @@ async def _record(ctx: Context, conn: Conn, request: CreateRequest, verifier: st
         keep = existing.database_owned or existing.role_owned
         named = existing.server if keep else request.server
         server = (await placement.place(conn, ctx.servers, request.id, named)).name
-        tenant = await catalog.restart(conn, request.id, name, fingerprint, server=server, state="queued")
+        tenant = await catalog.restart(conn, request.id, name, fingerprint, server=server)
     else:
         server = (await placement.place(conn, ctx.servers, request.id, request.server)).name
         database = database_name(ctx.settings.db_prefix, request.id)
-        tenant = await catalog.insert(conn, request.id, name, database, fingerprint, server=server, state="queued")
+        tenant = await catalog.insert(conn, request.id, name, database, fingerprint, server=server)
     await queue_store.enqueue(conn, request.id, _job(request), verifier)
-    return tenant, True
+    await queue_store.requeue(conn, request.id)  # provisioning → queued, in this transaction
+    return replace(tenant, state="queued"), True
 
 
 async def work(ctx: Context) -> None:

@@ -82,7 +82,7 @@ async def _try(ctx: Context, tenant: Tenant) -> bool:
         return False  # a live operation (here or in another replica) is working on it
     try:
         current = await catalog.get(lease.conn, tenant.id)
-        if current is None or not catalog.is_unfinished(current):
+        if current is None or not _unfinished(current):
             return False  # finished by its own operation between the listing and the lock
         await _recover_one(ctx, lease.conn, current)
         log.warning("recovered tenant %s (was %s)", current.id, current.state)
@@ -114,6 +114,13 @@ async def _clean_backups(ctx: Context) -> int:
     if removed:
         log.warning("removed %d half-written or unlisted backup file(s)", removed)
     return removed
+
+
+def _unfinished(t: Tenant) -> bool:
+    """What ``catalog.unfinished`` selects, for a row read again under the tenant's lock (it may have finished
+    since it was listed)."""
+    in_flight = t.state in ("provisioning", "deleting", "restoring", "moving") or t.step is not None
+    return in_flight or (t.state == "failed" and (t.database_owned or t.role_owned))
 
 
 async def _recover_one(ctx: Context, conn: Conn, tenant: Tenant) -> None:
