@@ -140,7 +140,7 @@ async def burst_on_new_client(
 
 
 async def run_shape(
-    urls: list[str], dsn: str, catalog_dsn: str, n: int, rate: float | None, tag: str
+    urls: list[str], dsn: str, catalog_dsn: str, n: int, rate: float | None, tag: str, workers: int
 ) -> dict[str, Any]:
     async def health(c: httpx.AsyncClient, url: str, i: int) -> httpx.Response:
         return await c.get(f"{url}/healthz")
@@ -152,7 +152,7 @@ async def run_shape(
     peak, stop = [0], asyncio.Event()
     sampler = asyncio.create_task(sample_connections(dsn, peak, stop))
     latencies, statuses = await burst_on_new_client(urls, n, rate, create)
-    ready_after, states = await wait_ready(catalog_dsn, tag, n, limit_s=900)
+    ready_after, states = await wait_ready(catalog_dsn, tag, n, limit_s=900 if workers else 0.0)
     stop.set()
     await sampler
     return {
@@ -179,19 +179,21 @@ async def main(args: argparse.Namespace) -> None:
         "TENANTS_MIGRATIONS_DIR": str(ROOT / "migrations"),
         "TENANTS_POOL_SIZE": "6",
         "TENANTS_MAX_PARALLEL": "3",
-        "TENANTS_QUEUE_WORKERS": "2",
+        "TENANTS_QUEUE_WORKERS": str(args.workers),
         "TENANTS_TENANT_CONNECTIONS": "0",
         "TENANTS_LOG_LEVEL": "warning",
     }
-    replicas = [Service(env, data / f"replica{i}.log") for i in range(2)]
+    # --split: replica 0 answers and only queues; replica 1 builds and answers nothing.
+    roles: list[dict[str, str]] = [{"TENANTS_QUEUE_WORKERS": "0"}, {}] if args.split else [{}, {}]
+    replicas = [Service({**env, **role}, data / f"replica{i}.log") for i, role in enumerate(roles)]
     results = []
     try:
         for replica in replicas:
             await replica.start()
-        urls = [r.url for r in replicas]
+        urls = [replicas[0].url] if args.split else [r.url for r in replicas]
         catalog_dsn = with_database(dsn, f"bench_{tag}")
-        results.append(await run_shape(urls, dsn, catalog_dsn, args.tenants, args.rate, "p"))
-        results.append(await run_shape(urls, dsn, catalog_dsn, args.tenants, None, "o"))
+        results.append(await run_shape(urls, dsn, catalog_dsn, args.tenants, args.rate, "p", args.workers))
+        results.append(await run_shape(urls, dsn, catalog_dsn, args.tenants, None, "o", args.workers))
     finally:
         try:
             for replica in replicas:
@@ -202,7 +204,7 @@ async def main(args: argparse.Namespace) -> None:
     report = {
         "server": f"embedded (durable), max_connections={MAX_CONNECTIONS}",
         "tenants_per_shape": args.tenants,
-        "replicas": 2,
+        "replicas": "2: one answering and queueing, one building" if args.split else "2, both answering and building",
         "connection_error_log_lines": sum(logs.count(e) for e in _ERRORS),
         "shapes": results,
     }
@@ -213,4 +215,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tenants", type=int, default=300)
     parser.add_argument("--rate", type=float, default=150.0, help="requests per second of the paced burst")
+    parser.add_argument("--split", action="store_true", help="one replica answers, the other builds")
+    parser.add_argument("--workers", type=int, default=2, help="TENANTS_QUEUE_WORKERS of each replica (0: only queue)")
     asyncio.run(main(parser.parse_args()))
