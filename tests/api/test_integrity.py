@@ -306,6 +306,6 @@ async def test_an_edited_released_file_and_a_sloppy_journal_are_caught_everywher
         "(POST /tenants/{id}/repair)",
         "error: 0011_invoice_due_dates.sql is not in tenants.sum: run `tenantctl check --write-sum` to add it",
         "error: 0012_client_vat_number.sql is not in tenants.sum: run `tenantctl check --write-sum` to add it",
-        f"warning: {unjournaled}",
+        f"warning: {unjournaled}; if it is a new file, `tenantctl check --fix-journal` adds it",
         "4 problem(s), 1 warning(s)",
     ]
