@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,15 @@ def only_503s(responses: list[httpx.Response]) -> list[int]:
             r.text,
         )
     return [r.status_code for r in responses]
+
+
+async def settle_both(requests: Awaitable[Any], fault: Awaitable[Any]) -> tuple[Any, Any]:
+    """Both to their end even when one fails: a fault left running could start the cluster after the teardown."""
+    done = await asyncio.gather(requests, fault, return_exceptions=True)
+    for outcome in done:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return done[0], done[1]
 
 
 def acknowledged(responses: list[httpx.Response]) -> set[str]:
@@ -170,7 +179,7 @@ async def test_outages_mid_operation_answer_503_and_strand_nothing(
                 await asyncio.to_thread(pg.stop)
                 await asyncio.to_thread(pg.start)
 
-            *first, _ = await asyncio.gather(answers(client, calls), restart())
+            first = await settle_both(answers(client, calls), restart())
             back = time.monotonic()
             statuses = only_503s(first[0])
             states = await settled(catalog_url, [rollout.json()["id"]], back + 30)
@@ -194,7 +203,7 @@ async def test_outages_mid_operation_answer_503_and_strand_nothing(
                 await asyncio.to_thread(pg.start)
                 return during
 
-            second, during = await asyncio.gather(answers(client, calls), stop_for_a_while())
+            second, during = await settle_both(answers(client, calls), stop_for_a_while())
             back = time.monotonic()
             assert [r.status_code for r in during] == [503, 503]
             statuses += only_503s(second) + only_503s(during)
