@@ -48,11 +48,11 @@ def _seed(items: list[str] | None) -> dict[str, str]:
 
 
 def _until_built(tenant: dict[str, Any], as_json: bool) -> dict[str, Any]:
-    """Poll until the tenant is no longer provisioning; keep the connection URL only the first answer had."""
+    """Poll until the tenant is built (neither queued nor provisioning); keep the first answer's connection URL."""
     import time
 
     current = tenant
-    while current["state"] == "provisioning":
+    while current["state"] in ("queued", "provisioning"):
         time.sleep(_CREATE_POLL)
         current = request("GET", f"/tenants/{tenant['id']}", as_json=as_json).json()
     return {**current, "connection_url": tenant.get("connection_url")}
