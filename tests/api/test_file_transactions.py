@@ -152,15 +152,18 @@ async def test_extensions_work_and_a_missing_one_is_named_with_its_server(
 ) -> None:
     folder = tmp_path / "m"
     folder.mkdir()
+    # pgvector ships with the embedded PostgreSQL, not with Debian's PostgreSQL 15 (CI's second server)
+    vector = bool(await scratch.fetchval("SELECT true FROM pg_available_extensions WHERE name = 'vector'"))
     (folder / "0000_ext.sql").write_text(
-        'CREATE EXTENSION IF NOT EXISTS "vector";\nCREATE EXTENSION IF NOT EXISTS pg_trgm;\n'
+        ('CREATE EXTENSION IF NOT EXISTS "vector";\n' if vector else "") + "CREATE EXTENSION IF NOT EXISTS pg_trgm;\n"
         "CREATE EXTENSION IF NOT EXISTS citext;\n"
-        "CREATE TABLE items (name citext, embedding vector(3));\n"
+        f"CREATE TABLE items (name citext, embedding {'vector(3)' if vector else 'real[]'});\n"
         "CREATE INDEX items_name_trgm ON items USING gin ((name::text) gin_trgm_ops);\n"
     )
     await runner.apply(scratch, migrations.plan(migrations.load(folder).migrations))
     names = {r["extname"] for r in await scratch.fetch("SELECT extname FROM pg_extension")}
-    assert {"vector", "pg_trgm", "citext"} <= names
+    assert {"pg_trgm", "citext"} <= names
+    assert ("vector" in names) == vector
 
     (folder / "0001_more.sql").write_text("SELECT 1;\n\nCREATE EXTENSION postgis_not_shipped;\n")
     more = migrations.load(folder).by_version[1]

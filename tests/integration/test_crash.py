@@ -81,7 +81,7 @@ async def settled(url: str, tenant_id: str) -> dict[str, Any]:
     """The tenant once recovery (in the background from the start) has finished or undone what was in flight."""
     for _ in range(300):
         tenant: dict[str, Any] = (await request("GET", f"{url}/tenants/{tenant_id}")).json()
-        if tenant.get("state") not in ("queued", "provisioning", "deleting"):
+        if tenant.get("state") not in ("queued", "provisioning", "deleting", "restoring", "moving"):
             break
         await asyncio.sleep(0.1)
     return tenant

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.conftest import FIXTURES
 from tests.integration.lifecycle_support import checksums, fetch, password_of, url_on
-from tests.integration.test_crash import env, request, request_until_killed
+from tests.integration.test_crash import env, request, request_until_killed, settled
 from tests.process import ServiceProcess
 from tests.servers_support import names_on, second_cluster, two_servers
 
@@ -48,7 +48,7 @@ async def test_kill_during_backup_and_restore(
         service = ServiceProcess({**base, "TENANTS_FAILPOINT": point} if point else base, log).start()
         try:
             # what the previous process left is finished or undone: one database, ready, the data of one side
-            tenant = (await request("GET", f"{service.url}/tenants/cr")).json()
+            tenant = await settled(service.url, "cr")
             assert (tenant["state"], tenant["server"]) == ("ready", "default"), point
             assert (await names_on(pg_url, f"t{tag}_"))[0] == {database}, point
             assert await checksums(pg_url, database) == expected, point
@@ -80,12 +80,17 @@ async def test_kill_during_delete_and_undelete(
     await request_until_killed(dying, "DELETE", "/tenants/du", params={"confirm": "du"})
 
     dying = ServiceProcess({**base, "TENANTS_FAILPOINT": "undelete.after_mark"}, log).start()
-    assert (await request("GET", f"{dying.url}/tenants/du")).json()["state"] == "deleted"  # the close was finished
+    assert (await settled(dying.url, "du"))["state"] == "deleted"  # the close was finished
     await request_until_killed(dying, "POST", "/tenants/du/undelete")
 
     service = ServiceProcess(base, log).start()
     try:
-        assert (await request("GET", f"{service.url}/tenants/du")).json()["state"] == "ready"  # undelete finished
+        # the undelete is finished by the first recovery pass, which runs in the background from the start
+        for _ in range(300):
+            if (await request("GET", f"{service.url}/tenants/du")).json()["state"] == "ready":
+                break
+            await asyncio.sleep(0.1)
+        assert (await request("GET", f"{service.url}/tenants/du")).json()["state"] == "ready"
         assert await checksums(pg_url, f"t{tag}_du") == before
         assert (await fetch(made["connection_url"], "SELECT email FROM accounts WHERE email = 'kept@x'"))[0]
     finally:
@@ -122,7 +127,7 @@ async def test_kill_at_each_step_of_a_move(
         for point in [*MOVE_POINTS, None]:
             service = ServiceProcess({**base, "TENANTS_FAILPOINT": point} if point else base, log).start()
             try:
-                tenant = (await request("GET", f"{service.url}/tenants/mc")).json()
+                tenant = await settled(service.url, "mc")
                 assert (tenant["state"], tenant["progress"]) == ("ready", None), point
                 here, there = tenant["server"], "b" if tenant["server"] == "a" else "a"
                 # on exactly one server, with all its data, and the same password logs in there
