@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -34,6 +35,8 @@ OBJECT_IN_USE: Final = "55006"
 CONNECT_TIMEOUT: Final = 10.0
 # GET /servers: a health check must answer fast even when a server does not.
 HEALTH_TIMEOUT: Final = 2.0
+# Seconds between two probes of a server last seen down (placement and the queue ask before using it).
+PROBE_INTERVAL: Final = 1.0
 
 _UNAVAILABLE: tuple[type[Exception], ...] = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)
 _UNAVAILABLE += (pgexc.CannotConnectNowError, pgexc.ConnectionDoesNotExistError, pgexc.TooManyConnectionsError)
@@ -180,6 +183,9 @@ class Target:
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
+        # When a connection to it last failed (monotonic; None: not seen down) and when it was last probed.
+        self._down_at: float | None = None
+        self._probed_at = 0.0
 
     def __repr__(self) -> str:  # never the URL: it holds the admin password
         return f"Target(name={self.name!r}, capacity={self.capacity!r})"
@@ -191,10 +197,37 @@ class Target:
     @contextlib.asynccontextmanager
     async def admin(self) -> AsyncIterator[Conn]:
         """A connection to the maintenance database, for CREATE/DROP DATABASE and CREATE/ALTER/DROP ROLE."""
-        with unavailable_as_service_error(self.name):
+        with self._reaching():
             pool = await self._admin_pool()
             async with pool.acquire() as conn:
                 yield conn
+        self._down_at = None
+
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Translate a lost server into DatabaseUnavailable naming it, and remember that it was seen down."""
+        with unavailable_as_service_error(self.name):
+            try:
+                yield
+            except _UNAVAILABLE:
+                self._down_at = time.monotonic()
+                raise
+
+    @property
+    def seen_down(self) -> bool:
+        """The last connection to it failed (a lost server, not a refusal of ours); cleared by one that works."""
+        return self._down_at is not None
+
+    async def reachable(self) -> bool:
+        """Whether to send work here: True unless it was seen down and a probe (at most one per PROBE_INTERVAL)
+        still cannot reach it. Costs nothing while the server answers; a probe is one new connection."""
+        if self._down_at is None:
+            return True
+        if time.monotonic() - self._probed_at >= PROBE_INTERVAL:
+            self._probed_at = time.monotonic()
+            if (await self.health()).healthy:
+                self._down_at = None
+        return self._down_at is None
 
     async def _admin_pool(self) -> asyncpg.Pool:
         async with self._opening:
@@ -206,9 +239,10 @@ class Target:
 
     async def connect(self, database: str, **kwargs: Any) -> asyncpg.Connection:
         kwargs.setdefault("timeout", CONNECT_TIMEOUT)
-        with unavailable_as_service_error(self.name):
+        with self._reaching():
             conn: asyncpg.Connection = await self.budget.connect(with_database(self.admin_dsn, database), **kwargs)
-            return conn
+        self._down_at = None
+        return conn
 
     async def database_exists(self, database: str) -> bool:
         async with self.admin() as conn:
@@ -223,7 +257,10 @@ class Target:
             finally:
                 await conn.close(timeout=HEALTH_TIMEOUT)
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:  # type: ignore[misc]  # mypy and a starred tuple
+            if isinstance(exc, _UNAVAILABLE):
+                self._down_at = time.monotonic()
             return Health(False, None, f"{type(exc).__name__}: {exc}")
+        self._down_at = None
         return Health(True, str(version), None)
 
     async def close(self) -> None:

@@ -123,14 +123,25 @@ async def _claim(ctx: Context, conn: Conn, request: CreateRequest) -> Tenant:
         if existing.state != "deleting":
             return await _place(ctx, conn, request, retry=True)  # it owns nothing now: placed anew
         await catalog.remove(conn, request.id)
-    tenant = await _place(ctx, conn, request, retry=False)
-    try:
-        await _refuse_foreign(ctx, tenant)
-    except Exception:
-        if not is_lost(conn):  # else the lock is gone with it: recovery fails the row (it owns nothing)
+    return await _place_new(ctx, conn, request)
+
+
+async def _place_new(ctx: Context, conn: Conn, request: CreateRequest) -> Tenant:
+    """Place a new tenant and check its name is free there. A server found down by that check is skipped by the
+    next placement (see :mod:`.placement`): a request naming no server is placed again, once per server."""
+    for attempt in range(len(ctx.servers), 0, -1):
+        tenant = await _place(ctx, conn, request, retry=False)
+        try:
+            await _refuse_foreign(ctx, tenant)
+            return tenant
+        except Exception as exc:
+            if is_lost(conn):  # so is the lock: recovery fails the row (it owns nothing)
+                raise
             await catalog.remove(conn, tenant.id)
-        raise
-    return tenant
+            if attempt == 1 or request.server is not None or as_unavailable(exc) is None:
+                raise
+            log.warning("server %s is down: placing tenant %s again", tenant.server, tenant.id)
+    raise AssertionError("unreachable: the last attempt raises")
 
 
 async def _place(ctx: Context, conn: Conn, request: CreateRequest, *, retry: bool) -> Tenant:
@@ -139,8 +150,9 @@ async def _place(ctx: Context, conn: Conn, request: CreateRequest, *, retry: boo
     Raises UnknownServer, ServerFull, NoCapacity.
     """
     name, fingerprint = request.display_name, request.fingerprint()
+    down = await placement.unreachable(ctx.servers) if request.server is None else frozenset()
     async with conn.transaction():
-        server = (await placement.place(conn, ctx.servers, request.id, request.server)).name
+        server = (await placement.place(conn, ctx.servers, request.id, request.server, down)).name
         if retry:
             return await catalog.restart(conn, request.id, name, fingerprint, server=server)
         database = database_name(ctx.settings.db_prefix, request.id)

@@ -60,11 +60,12 @@ async def enqueue(ctx: Context, request: CreateRequest) -> Created:
     # PBKDF2 (4096 rounds) is most of the CPU of an enqueue: hashlib runs it without the GIL, so a thread keeps the
     # event loop answering other requests meanwhile.
     verifier = await asyncio.to_thread(credentials.scram_sha256, password)
+    down = await placement.unreachable(ctx.servers) if request.server is None else frozenset()
     async with ctx.server.catalog() as conn:
         tenant, created = await _record_new(ctx, conn, request, verifier), True
         if tenant is None:
             async with conn.transaction():
-                tenant, created = await _record(ctx, conn, request, verifier)
+                tenant, created = await _record(ctx, conn, request, verifier, down)
     if not created:
         return Created(tenant, False)
     ctx.queue_wakeup.set()
@@ -91,7 +92,9 @@ def _job(request: CreateRequest) -> dict[str, Any]:
     return {"name": request.name, "seed": request.seed, "strategy": request.strategy}
 
 
-async def _record(ctx: Context, conn: Conn, request: CreateRequest, verifier: str) -> tuple[Tenant, bool]:
+async def _record(
+    ctx: Context, conn: Conn, request: CreateRequest, verifier: str, down: frozenset[str]
+) -> tuple[Tenant, bool]:
     """In the caller's transaction: the tenant row (new, or a failed one again) and its queue entry."""
     free = await try_tenant_xact_lock(conn, request.id)
     existing = await catalog.get(conn, request.id)
@@ -111,10 +114,10 @@ async def _record(ctx: Context, conn: Conn, request: CreateRequest, verifier: st
         # A failed tenant that still owns something stays on its server: the worker drops it there first.
         keep = existing.database_owned or existing.role_owned
         named = existing.server if keep else request.server
-        server = (await placement.place(conn, ctx.servers, request.id, named)).name
+        server = (await placement.place(conn, ctx.servers, request.id, named, down)).name
         tenant = await catalog.restart(conn, request.id, name, fingerprint, server=server)
     else:
-        server = (await placement.place(conn, ctx.servers, request.id, request.server)).name
+        server = (await placement.place(conn, ctx.servers, request.id, request.server, down)).name
         database = database_name(ctx.settings.db_prefix, request.id)
         tenant = await catalog.insert(conn, request.id, name, database, fingerprint, server=server)
     await queue_store.enqueue(conn, request.id, _job(request), verifier)
@@ -170,6 +173,8 @@ async def _start(ctx: Context, lease: Lease, tenant_id: str) -> bool:
     conn = lease.conn
     tenant, job = await catalog.get(conn, tenant_id), await queue_store.job(conn, tenant_id)
     if tenant is None or job is None or tenant.state != "queued":
+        return False
+    if not await ctx.target(tenant).reachable():  # its server is down: left queued, no attempt spent
         return False
     request = _request(tenant, job)
     strategy = request.strategy or ctx.settings.strategy
