@@ -1,6 +1,10 @@
 """Errors as RFC 9457 problem+json: the one table from error code to HTTP status, and the handlers.
 
 No traceback ever reaches a client: unexpected exceptions are logged here and answered with ``internal_error``.
+They are caught by :class:`Unexpected`, a middleware inside the request id's, not by an exception handler for
+``Exception``: Starlette runs such a handler in its outermost middleware and then re-raises, so the server logged
+every unhandled error a second time (uvicorn's "Exception in ASGI application"). Here it is logged once, with its
+traceback and the request id, and nothing is re-raised.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors
 from service.store import db
@@ -158,9 +163,33 @@ def _template(path: str) -> re.Pattern[str]:
     return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts if p))
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem(500, "internal_error", "internal error; see the service log")
+class Unexpected:
+    """Answer an exception no handler took with problem+json 500 ``internal_error`` and log it exactly once.
+
+    When the answer had already started, it cannot become a 500: the error is logged and the response ends there.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method", "?"), scope.get("path", "?"))
+            if not started:
+                response = problem(500, "internal_error", "internal error; see the service log")
+                await response(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:
@@ -169,7 +198,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for lost in db.UNAVAILABLE:  # each class: a handler for Exception itself would re-raise after answering
         app.add_exception_handler(lost, _lost)
-    app.add_exception_handler(Exception, _unexpected)
+    # The first middleware added is the innermost: inside the request id's (added later), so the log line has it.
+    app.add_middleware(Unexpected)
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
