@@ -137,6 +137,14 @@ def test_a_named_server_is_used_while_it_has_room() -> None:
     assert unknown.value.details["servers"] == ["a", "b"]
 
 
+def test_a_server_down_gets_no_new_tenant_while_another_has_room() -> None:
+    fleet = servers(("a", 2), ("b", None), ("c", None))
+    assert choose(fleet, {"a": 1}, None, down={"b"}).name == "c"
+    assert choose(fleet, {"a": 2}, None, down={"b", "c"}).name == "b"  # every server with room is down: tried anyway
+    assert choose(fleet, {}, "b", down={"b"}).name == "b"  # named: used (a creation then answers 503)
+    assert choose(fleet, {}, None, draining={"a"}, down={"b"}).name == "c"
+
+
 def test_no_server_with_room() -> None:
     with pytest.raises(NoCapacity) as caught:
         choose(servers(("a", 1), ("b", 2)), {"a": 1, "b": 2}, None)
