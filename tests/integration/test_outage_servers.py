@@ -23,7 +23,7 @@ from service.store.db import with_database
 from service.store.embedded import EmbeddedPostgres
 from tests.conftest import running
 from tests.integration.test_outage import SLOW_FILE, TRANSITIONAL, with_slow_file
-from tests.servers_support import names_on, second_cluster, two_servers
+from tests.servers_support import Relay, names_on, second_cluster, two_servers
 
 MakeSettings = Callable[..., Settings]
 SUCCESS = {200, 201, 202, 204}
@@ -190,3 +190,56 @@ async def test_a_server_stopped_mid_operation_fails_only_its_tenants_and_strands
             assert (await client.post("/tenants", json={"id": "after", "server": "b"})).status_code == 201
     finally:
         await asyncio.to_thread(pg_b.start)  # for the module's next test, whatever happened
+
+
+async def test_a_network_cut_to_one_server_mid_operation(
+    make_settings: MakeSettings, pg_url: str, cluster_b: tuple[EmbeddedPostgres, str], tmp_path: Path
+) -> None:
+    """The network to b cut (connections reset, new ones refused) while b keeps running: its backends of the
+    operations cut short are still there until they notice, and what they half-made is undone once b is reachable."""
+    _, url_b = cluster_b
+    relay = Relay(url_b)
+    await relay.mend()
+    migrations = with_slow_file(tmp_path)
+    settings = outage_settings(make_settings, migrations, pg_url, relay.url)
+    catalog_url = with_database(pg_url, settings.catalog_database)
+    try:
+        async with running(settings) as client:
+            for tid, server in [("ca", "a"), ("cb", "b"), ("pad", "a")]:
+                assert (await client.post("/tenants", json={"id": tid, "server": server})).status_code == 201
+        (migrations / "0002_slow.sql").write_text(SLOW_FILE)
+        async with running(settings) as client:
+            on_a = [("POST", "/tenants", {"json": {"id": "na", "server": "a"}}), ("POST", "/tenants/ca/migrate", {})]
+            on_b = [("POST", "/tenants", {"json": {"id": f"nb{i}", "server": "b"}}) for i in range(2)]
+            on_b += [("POST", "/tenants", {"json": {"id": "qb", "server": "b"}, "headers": ASYNC})]
+            on_b += [("POST", "/tenants/cb/migrate", {})]
+
+            async def cut() -> list[httpx.Response]:
+                await asyncio.sleep(0.3)
+                await relay.cut()
+                during = [await client.get("/tenants/cb/schema"), await client.post("/tenants", json={"id": "nu"})]
+                during.append(await client.get("/servers"))
+                await asyncio.sleep(1.0)
+                await relay.mend()
+                return during
+
+            calls = on_a + on_b
+            found = await asyncio.gather(*(client.request(m, p, **kw) for m, p, kw in calls), cut())
+            back = time.monotonic()
+            answered: list[httpx.Response] = found[: len(calls)]  # type: ignore[assignment]
+            schema, unnamed, servers = found[-1]  # type: ignore[misc]
+            for r in answered[: len(on_a)]:
+                assert r.status_code in SUCCESS, (r.request.url, r.text)
+            success_or_503(answered[len(on_a) :])
+            assert unavailable_on_b(schema), schema.text
+            assert (unnamed.status_code, unnamed.json()["server"]) == (201, "a"), unnamed.text
+            health = {s["name"]: s["healthy"] for s in servers.json()["items"]}
+            assert health == {"a": True, "b": False}
+
+            states = await settled(catalog_url, [], back + 30)
+            acknowledged = {r.json()["id"] for r in [*answered, unnamed] if r.status_code in (201, 202)}
+            assert {t: states[t][0] for t in acknowledged} == dict.fromkeys(acknowledged, "ready")
+            await nothing_half_made({"a": pg_url, "b": url_b}, settings.db_prefix, states)
+            assert (await client.post("/tenants/cb/migrate")).json()["current_version"] == 2
+    finally:
+        await relay.cut()
