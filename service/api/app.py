@@ -17,7 +17,6 @@ from service.api.auth import authorize
 from service.api.routes import databases, drains, drift, fleet, lifecycle, rollouts, servers, system, tenants
 from service.api.ui import install as install_console
 from service.config import Settings
-from service.fleet.drains import Drains
 from service.fleet.rollouts import Rollouts
 from service.fleet.servers import unconfigured
 from service.history import layouts, migrations
@@ -93,7 +92,6 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
                     async with (
                         upkeep(provisioner.drift, settings.drift_interval, settings.drift_concurrency),
                         fleet_rollouts.running(),
-                        Drains(provisioner, settings.rollout_poll_interval).running(),
                     ):
                         yield
                 finally:
@@ -129,6 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(rollouts.router, **guarded)  # type: ignore[arg-type]
     app.include_router(servers.router, **guarded)  # type: ignore[arg-type]
     app.include_router(drains.router, **guarded)  # type: ignore[arg-type]
+    app.include_router(drains.rebalance_router, **guarded)  # type: ignore[arg-type]
     app.include_router(system.router)
     install_console(app)
     build_openapi = app.openapi

@@ -28,6 +28,7 @@ def tenant(t: Tenant, latest: int | None) -> schemas.TenantOut:
         deleted_at=t.deleted_at,
         progress=None if t.step is None else {k: t.step[k] for k in ("op", "stage", "from", "to") if k in t.step},
         queue_position=t.queue_position,
+        last_error=None if t.last_error is None else schemas.TenantError.model_validate(t.last_error),
     )
 
 
@@ -118,6 +119,7 @@ def rollout(r: Rollout) -> schemas.RolloutOut:
             canary=t.canary,
             from_version=t.from_version,
             to_version=r.to_version,
+            to_server=t.to_server,
             state=t.state,
             attempts=t.attempts,
             started_at=t.started_at,

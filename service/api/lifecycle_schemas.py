@@ -55,19 +55,22 @@ class DrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     concurrency: int = Field(default=2, ge=1, le=32, description="Tenants moved at once.")
-    max_failures: int = Field(default=0, ge=0, description="Failed moves tolerated before the drain stops, failed.")
+    max_failures: int = Field(default=0, ge=0, description="Failed moves tolerated; one more and no move starts.")
 
 
 class DrainOut(BaseModel):
     server: str
     draining: bool = Field(description="It takes no new tenants.")
-    state: Literal["running", "succeeded", "failed"] | None = Field(
-        description="Of the drain: running (moving its tenants), succeeded (none left), failed (too many failed "
-        "moves; POST drain again to resume); null when not draining."
+    state: Literal["running", "succeeded", "failed", "cancelled"] | None = Field(
+        description="Of the drain (a rollout of moves): running, succeeded (none left), failed (a move failed; "
+        "POST drain again to try those left); null when not draining."
     )
     tenants: int = Field(description="Tenants still on the server.")
+    rollout: int | None = Field(default=None, description="The drain's rollout: GET /rollouts/{id} for each tenant.")
     moved: int = 0
     failed: int = 0
     concurrency: int | None = None
     max_failures: int | None = None
-    error: dict[str, Any] | None = None
+    failures: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Each tenant whose move failed, by id: its error {code, message, ...}."
+    )

@@ -109,6 +109,11 @@ class TenantOut(BaseModel):
         default=None,
         description="While queued (Prefer: respond-async): 1 for the next creation to start, over all replicas.",
     )
+    last_error: TenantError | None = Field(
+        default=None,
+        description="Its last failed operation's error (a background move or backup too): {op, code, message, at, "
+        "...}; null once an operation succeeds after it.",
+    )
 
 
 _CONNECTION_URL = (
@@ -364,7 +369,8 @@ class RolloutTenantOut(BaseModel):
     id: str
     canary: bool
     from_version: int | None = Field(description="Recorded level when its migration started (or the rollout did).")
-    to_version: int
+    to_version: int | None = Field(description="The rollout's target version (null for a rollout of moves).")
+    to_server: str | None = Field(default=None, description="A move's target server (drain, rebalance).")
     state: Literal["pending", "running", "succeeded", "failed", "skipped"] = Field(
         description="skipped: never started (the rollout stopped or was cancelled), or deleted meanwhile."
     )
@@ -381,7 +387,12 @@ class RolloutSummary(BaseModel):
         description="succeeded: every tenant did; failed: a tenant failed (stopped early if a canary failed or more "
         "than max_failures did); cancelled: cancelled with tenants left."
     )
-    to_version: int
+    kind: Literal["migrate", "drain", "rebalance"] = Field(
+        default="migrate",
+        description="migrate (POST /rollouts) or moves: drain (POST /servers/{name}/drain), rebalance.",
+    )
+    server: str | None = Field(default=None, description="The drained server (kind drain).")
+    to_version: int | None = Field(description="The target version (kind migrate; null for moves).")
     concurrency: int
     canary: int
     max_failures: int

@@ -59,23 +59,33 @@ def servers(as_json: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
+def _what(r: dict[str, Any]) -> str:
+    """What a rollout does: to a version, or its moves (a drain of a server, a rebalance)."""
+    if r.get("kind", "migrate") == "migrate":
+        return f"to version {r['to_version']}"
+    return f"{r['kind']} of {r['server']}" if r.get("server") else str(r["kind"])
+
+
 def _rollout_human(r: dict[str, Any], *, every_tenant: bool) -> str:
     lines = [
-        f"rollout {r['id']}  {r['state']}  to version {r['to_version']}  {r['total']} tenant(s): {r['done']} done, "
+        f"rollout {r['id']}  {r['state']}  {_what(r)}  {r['total']} tenant(s): {r['done']} done, "
         f"{r['failed']} failed, {r['skipped']} skipped, {r['running']} running, {r['pending']} pending"
     ]
     if every_tenant and r["tenants"]:
+        moves = r.get("kind", "migrate") != "migrate"  # then each tenant's TO server is shown too
         rows = [
             [
                 t["id"] + (" (canary)" if t["canary"] else ""),
                 t["state"],
                 "-" if t["from_version"] is None else str(t["from_version"]),
+                *([t.get("to_server") or "-"] if moves else []),
                 "-" if t["duration_ms"] is None else f"{t['duration_ms']:.0f}",
                 "" if t["error"] is None else f"{t['error']['code']}: {t['error']['message']}",
             ]
             for t in r["tenants"]
         ]
-        lines.append(table(rows, ["TENANT", "STATE", "FROM", "MS", "ERROR"]))
+        head = ["TENANT", "STATE", "FROM", *(["TO"] if moves else []), "MS", "ERROR"]
+        lines.append(table(rows, head))
     else:
         lines += [
             f"failed: {t['id']}: {t['error']['code']}: {t['error']['message']}"
@@ -93,7 +103,7 @@ def _follow(rollout: dict[str, Any]) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
-        TextColumn(f"rollout {rollout['id']} to {rollout['to_version']}"),
+        TextColumn(f"rollout {rollout['id']} {_what(rollout)}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.description}"),
@@ -128,12 +138,29 @@ def rollout(
         body["to_version"] = to
     if tenant:
         body["tenants"] = [checked(t) for t in tenant]
-    data = request("POST", "/rollouts", json=body, as_json=as_json).json()
+    _start("/rollouts", body, wait=wait, as_json=as_json, every_tenant=False)
+
+
+def _start(path: str, body: dict[str, Any], *, wait: bool, as_json: bool, every_tenant: bool) -> None:
+    """Start a rollout (of any kind), follow it with ``wait``, print it; exit 1 when followed and not succeeded."""
+    data = request("POST", path, json=body, as_json=as_json).json()
     if wait:
         data = _follow(data)
-    emit(data, as_json, _rollout_human(data, every_tenant=False))
+    emit(data, as_json, _rollout_human(data, every_tenant=every_tenant))
     if wait and data["state"] != "succeeded":
         raise typer.Exit(1)
+
+
+@app.command()
+def rebalance(
+    concurrency: Annotated[int, typer.Option(help="Tenants moved at once.", min=1, max=32)] = 2,
+    max_failures: Annotated[int, typer.Option(help="Failed moves tolerated.", min=0)] = 0,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow it to its end; exit 1 unless it succeeds.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Even tenant counts across the servers not draining: moves from the fullest to the emptiest (a rollout)."""
+    body = {"concurrency": concurrency, "max_failures": max_failures}
+    _start("/rebalance", body, wait=wait, as_json=as_json, every_tenant=True)
 
 
 @rollouts.command("show")

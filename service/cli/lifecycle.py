@@ -97,7 +97,11 @@ def move(
 def _drain_human(d: dict[str, Any]) -> str:
     if not d["draining"]:
         return f"{d['server']}  not draining  {d['tenants']} tenant(s)"
-    return f"{d['server']}  drain {d['state']}  {d['tenants']} left  {d['moved']} moved  {d['failed']} failed"
+    line = f"{d['server']}  drain {d['state']}  {d['tenants']} left  {d['moved']} moved  {d['failed']} failed"
+    if d.get("rollout") is not None:
+        line += f"  (tenantctl rollouts show {d['rollout']})"
+    failures = [f"failed: {t}: {e.get('code')}: {e.get('message')}" for t, e in (d.get("failures") or {}).items()]
+    return "\n".join([line, *failures])
 
 
 @app.command()

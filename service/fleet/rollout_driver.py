@@ -18,6 +18,7 @@ from service.errors import (
     ServiceError,
     TenantNotFound,
 )
+from service.fleet import move_store, moves
 from service.fleet import rollout_store as store
 from service.fleet.rollout_store import ItemState
 from service.store import audit, catalog
@@ -59,6 +60,9 @@ class Driver:
         self._id = rollout_id
         self._lock = lock
         self._target = 0
+        self.kind: store.Kind = "migrate"
+        self._rollout: store.Rollout | None = None
+        self._planned: dict[str, str] = {}
         self._max_failures = 0
         self._failed = 0
         self._canary_failed = False
@@ -75,18 +79,23 @@ class Driver:
             rollout = await store.get(conn, self._id, with_tenants=False)
             if rollout is None or rollout.state != "running":
                 return False  # ended by the driver that held the lock before us
-            if rollout.to_version not in self._provisioner.migrations.by_version:
+            if rollout.kind == "migrate" and rollout.to_version not in self._provisioner.migrations.by_version:
                 # A replica from before the target's file was added (a rolling deploy): leave it to one that has it.
                 log.warning("rollout %d: version %d is not loaded here; not driving it", self._id, rollout.to_version)
                 return False
             resumed = await store.requeue_interrupted(conn, self._id)
             progress = await store.progress(conn, self._id)
+            self._planned = await move_store.planned(conn, self._id) if rollout.kind == "rebalance" else {}
         if resumed:
             log.warning("rollout %d: running again %d tenant(s) its previous driver left running", self._id, resumed)
-        self._target, self._max_failures = rollout.to_version, rollout.max_failures
+        self._rollout, self.kind, self._target = rollout, rollout.kind, rollout.to_version or 0
+        self._max_failures = rollout.max_failures
         self._failed, self._canary_failed = progress.failed, progress.canary_failed > 0
+        workers = min(rollout.concurrency, self._rollouts.parallel)
         if await self._canaries():
-            await self._rest(min(rollout.concurrency, self._rollouts.parallel))
+            await self._rest(workers)
+        while rollout.server is not None and await self._may_start(canary=False) and await self._arrivals():
+            await self._rest(workers)  # a drain: tenants placed on its server as it started, or moved back
         if self._lost:
             raise LockLost
         await self._finish()
@@ -108,8 +117,18 @@ class Driver:
             for _ in range(workers):
                 group.create_task(self._work(queue))
 
+    async def _arrivals(self) -> int:
+        assert self._rollout is not None
+        assert self._rollout.server is not None
+        async with self._server.catalog() as conn:
+            return await move_store.add_arrivals(conn, self._id, self._rollout.server)
+
     async def _work(self, queue: Iterator[str]) -> None:
         async with self._worker_connection() as conn:
+            while self.kind != "migrate" and await self._may_start(canary=False):  # moves: one tenant at a time
+                tenant_id = next(queue, None)
+                if tenant_id is None or not await self._migrate(conn, tenant_id, canary=False):
+                    return
             while await self._may_start(canary=False):
                 chunk = list(itertools.islice(queue, _CHUNK))
                 if not chunk or not await self._run_chunk(conn, chunk):
@@ -227,20 +246,26 @@ class Driver:
             return False
         started = time.perf_counter()
         state: ItemState = "succeeded"
-        error = None
+        error, to_server = None, None
         try:
-            if canary:  # one at a time, and checked for drift at once: a canary is there to be looked at
-                reached = (await self._provisioner.migrate(tenant_id, to_version=self._target)).current_version
+            if self._rollout is not None and self.kind != "migrate":  # a drain or a rebalance: one move
+                planned = self._planned.get(tenant_id)
+                to_server = await moves.move_one(self._provisioner, self._rollout, tenant_id, planned)
             else:
-                reached = await self._provisioner.migrate_on(conn, tenant_id, self._target)
-            if reached is None or reached < self._target:
-                state, error = "failed", {"code": "target_not_reached", "message": _short_of(reached, self._target)}
+                reached = await self._migrate_one(conn, tenant_id, canary=canary)
+                if reached is None or reached < self._target:
+                    state, error = "failed", {"code": "target_not_reached", "message": _short_of(reached, self._target)}
         except Exception as exc:
             state, error = _failure(self._id, tenant_id, exc)
-        outcome = store.Outcome(tenant_id, state, _ms_since(started), error)
+        outcome = store.Outcome(tenant_id, state, _ms_since(started), error, to_server=to_server)
         await store.record(conn, self._id, audit.actor.get(), [outcome])
         self._count(tenant_id, state, error, canary=canary)
         return True
+
+    async def _migrate_one(self, conn: asyncpg.Connection, tenant_id: str, *, canary: bool) -> int | None:
+        if canary:  # one at a time, and checked for drift at once: a canary is there to be looked at
+            return (await self._provisioner.migrate(tenant_id, to_version=self._target)).current_version
+        return await self._provisioner.migrate_on(conn, tenant_id, self._target)
 
     def _count(self, tenant_id: str, state: ItemState, error: dict[str, Any] | None, *, canary: bool) -> None:
         if state == "failed":

@@ -17,11 +17,13 @@ import asyncpg
 from service.store.db import LOCK_NAMESPACE, Conn
 
 RolloutState = Literal["running", "succeeded", "failed", "cancelled"]
+# migrate: bring tenants to a version; drain, rebalance: move tenants between servers (catalog_0010.sql).
+Kind = Literal["migrate", "drain", "rebalance"]
 ItemState = Literal["pending", "running", "succeeded", "failed", "skipped"]
 
 _SUMMARY: Final = """
-    SELECT r.id, r.state, r.to_version, r.concurrency, r.canary, r.max_failures, r.actor, r.cancel_requested,
-           r.created_at, r.finished_at,
+    SELECT r.id, r.kind, r.server, r.state, r.to_version, r.concurrency, r.canary, r.max_failures, r.actor,
+           r.cancel_requested, r.created_at, r.finished_at,
            count(t.tenant_id) AS total,
            count(*) FILTER (WHERE t.state = 'succeeded') AS done,
            count(*) FILTER (WHERE t.state = 'failed') AS failed,
@@ -43,13 +45,16 @@ class Item:
     finished_at: datetime | None
     duration_ms: float | None
     error: dict[str, Any] | None
+    to_server: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Rollout:
     id: int
+    kind: Kind
+    server: str | None
     state: RolloutState
-    to_version: int
+    to_version: int | None
     concurrency: int
     canary: int
     max_failures: int
@@ -84,8 +89,12 @@ def _item(row: asyncpg.Record) -> Item:
     return Item(**values)
 
 
-async def running_ids(conn: Conn) -> list[int]:
-    return [r["id"] for r in await conn.fetch("SELECT id FROM rollouts WHERE state = 'running' ORDER BY id")]
+async def running_ids(conn: Conn, kind: Kind | None = None) -> list[int]:
+    """The running rollouts (of one kind, when given)."""
+    rows = await conn.fetch(
+        "SELECT id FROM rollouts WHERE state = 'running' AND ($1::text IS NULL OR kind = $1) ORDER BY id", kind
+    )
+    return [r["id"] for r in rows]
 
 
 async def candidates(conn: Conn, target: int, only: Sequence[str] | None) -> list[tuple[str, int | None]]:
@@ -112,35 +121,44 @@ async def unknown_tenants(conn: Conn, ids: Sequence[str]) -> list[str]:
 async def insert(
     conn: Conn,
     *,
-    to_version: int,
+    to_version: int | None,
     concurrency: int,
     canary: int,
     max_failures: int,
     actor: str,
     tenants: Sequence[tuple[str, int | None]],
+    kind: Kind = "migrate",
+    server: str | None = None,
+    to_servers: Sequence[str | None] | None = None,
 ) -> int:
-    """Record a rollout and its tenants in run order; one with no tenants ends ``succeeded`` at once.
+    """Record a rollout and its tenants in run order (a move's target server beside each, when planned); one with
+    no tenants ends ``succeeded`` at once.
 
-    Raises asyncpg's unique violation when another rollout is running (``rollouts_one_running_idx``), also for one
-    with no tenants: it is inserted ``running`` first, so the answer never depends on what the fleet holds.
+    Raises asyncpg's unique violation when another rollout of its kind (and drained server) is running
+    (``rollouts_one_running_idx``), also for one with no tenants: it is inserted ``running`` first, so the answer
+    never depends on what the fleet holds.
     """
     rollout_id: int = await conn.fetchval(
-        """INSERT INTO rollouts (state, to_version, concurrency, canary, max_failures, actor)
-           VALUES ('running', $1, $2, $3, $4, $5) RETURNING id""",
+        """INSERT INTO rollouts (state, to_version, concurrency, canary, max_failures, actor, kind, server)
+           VALUES ('running', $1, $2, $3, $4, $5, $6, $7) RETURNING id""",
         to_version,
         concurrency,
         canary,
         max_failures,
         actor,
+        kind,
+        server,
     )
     await conn.execute(
-        """INSERT INTO rollout_tenants (rollout_id, position, tenant_id, from_version, canary)
-           SELECT $1, u.position, u.tenant_id, u.version, u.position <= $4
-           FROM unnest($2::text[], $3::integer[]) WITH ORDINALITY AS u(tenant_id, version, position)""",
+        """INSERT INTO rollout_tenants (rollout_id, position, tenant_id, from_version, canary, to_server)
+           SELECT $1, u.position, u.tenant_id, u.version, u.position <= $4, u.to_server
+           FROM unnest($2::text[], $3::integer[], $5::text[])
+                WITH ORDINALITY AS u(tenant_id, version, to_server, position)""",
         rollout_id,
         [t for t, _ in tenants],
         [v for _, v in tenants],
         canary,
+        list(to_servers) if to_servers is not None else [None] * len(tenants),
     )
     if not tenants:
         await finish(conn, rollout_id, "succeeded")
@@ -155,7 +173,7 @@ async def get(conn: Conn, rollout_id: int, *, with_tenants: bool = True) -> Roll
         return Rollout(**dict(row))
     items = await conn.fetch(
         """SELECT tenant_id, position, canary, from_version, state, attempts, started_at, finished_at, duration_ms,
-                  error
+                  error, to_server
            FROM rollout_tenants WHERE rollout_id = $1 ORDER BY position""",
         rollout_id,
     )
@@ -246,6 +264,7 @@ class Outcome:
     from_version: int | None = None
     migration_error: dict[str, Any] | None = None
     started_at: datetime | None = None
+    to_server: str | None = None  # a move's: where the tenant went
 
 
 async def record(
@@ -275,6 +294,7 @@ async def record(
             "from_version": o.from_version,
             "migration_error": o.migration_error,
             "started_at": None if o.started_at is None else o.started_at.isoformat(),
+            "to_server": o.to_server,
         }
         for o in outcomes
     ]
@@ -282,10 +302,12 @@ async def record(
         f"""WITH o AS (
                SELECT * FROM jsonb_to_recordset($2::text::jsonb) AS o(
                    tenant_id text, state text, duration_ms double precision, error jsonb, touched boolean,
-                   version integer, ran boolean, from_version integer, migration_error jsonb, started_at timestamptz)
+                   version integer, ran boolean, from_version integer, migration_error jsonb, started_at timestamptz,
+                   to_server text)
            ), items AS (
                UPDATE rollout_tenants t
-               SET state = o.state, duration_ms = o.duration_ms, error = o.error, finished_at = now()
+               SET state = o.state, duration_ms = o.duration_ms, error = o.error, finished_at = now(),
+                   to_server = coalesce(o.to_server, t.to_server)
                FROM o WHERE t.rollout_id = $1 AND t.tenant_id = o.tenant_id
            ), levels AS (
                UPDATE tenants SET version = o.version, error = o.migration_error, updated_at = now()

@@ -104,7 +104,7 @@ class Rollouts:
             if sqlstate(exc) != UNIQUE_VIOLATION:
                 raise
             async with self._server.catalog() as conn:
-                running = await store.running_ids(conn)
+                running = await store.running_ids(conn, kind="migrate")
             raise RolloutInProgress(rollout=running[0] if running else None) from exc
         self.kick(rollout_id)
         return await self.get(rollout_id)
@@ -193,7 +193,8 @@ class Rollouts:
             if not await lock.fetchval("SELECT pg_try_advisory_lock($1, $2)", _LOCK_NAMESPACE, rollout_id):
                 return  # another process drives it
             audit.actor.set(f"rollout:{rollout_id}")
-            if await Driver(self, rollout_id, lock).run():
+            driver = Driver(self, rollout_id, lock)
+            if await driver.run() and driver.kind == "migrate":
                 self._spawn(self._recheck_drift(rollout_id), f"rollout-{rollout_id}-drift")
         except LockLost:
             log.warning("rollout %d: lost its lock connection; another process will take it over", rollout_id)

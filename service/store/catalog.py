@@ -30,12 +30,13 @@ CATALOG_VERSIONS: Final = (
     "catalog_0007.sql",
     "catalog_0008.sql",
     "catalog_0009.sql",
+    "catalog_0010.sql",
 )
 _CATALOG_LOCK: Final = (0x7E4A1, 0)
 
 _COLUMNS: Final = (
     "id, name, database, state, request_sha256, database_owned, version, error, created_at, updated_at, role_owned,"
-    " server, deleted_at, step, adoption"
+    " server, deleted_at, step, adoption, last_error"
 )
 
 
@@ -61,6 +62,8 @@ class Tenant:
     step: dict[str, Any] | None = None
     # An adopted database's state before adoption (catalog_0008.sql), which DELETE gives back.
     adoption: dict[str, Any] | None = None
+    # The error of its last failed operation, cleared by the next that succeeds (catalog_0010.sql).
+    last_error: dict[str, Any] | None = None
     queue_position: int | None = None  # while queued: 1 for the next to start (filled in by reads that show it)
 
 
@@ -76,7 +79,7 @@ def tenant_of(row: asyncpg.Record) -> Tenant:
 
 def _tenant(row: asyncpg.Record | dict[str, Any]) -> Tenant:
     values = dict(row)
-    for key in ("error", "step", "adoption"):
+    for key in ("error", "step", "adoption", "last_error"):
         if isinstance(values.get(key), str):
             values[key] = json.loads(values[key])
     return Tenant(**values)
@@ -226,8 +229,14 @@ async def begin_operation(conn: Conn, tenant_id: str, kind: str, detail: dict[st
 
 
 async def end_operation(conn: Conn, op_id: int, error: dict[str, Any] | None = None) -> None:
+    """End it; the tenant's ``last_error`` becomes this error (with the operation's kind and time), or is cleared."""
     await conn.execute(
-        "UPDATE operations SET state = $2, finished_at = now(), error = $3::jsonb WHERE id = $1",
+        """WITH op AS (
+               UPDATE operations SET state = $2, finished_at = now(), error = $3::jsonb WHERE id = $1
+               RETURNING tenant_id, kind, finished_at)
+           UPDATE tenants SET last_error = CASE WHEN $3::jsonb IS NULL THEN NULL
+               ELSE $3::jsonb || jsonb_build_object('op', op.kind, 'at', op.finished_at) END
+           FROM op WHERE tenants.id = op.tenant_id AND (tenants.last_error IS NOT NULL OR $3::jsonb IS NOT NULL)""",
         op_id,
         "failed" if error else "succeeded",
         None if error is None else json.dumps(error),

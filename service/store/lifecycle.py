@@ -147,78 +147,26 @@ async def backup_files(conn: Conn) -> set[str]:
 
 
 # -- drains -------------------------------------------------------------------------------------------------
-
-_DRAIN_COLUMNS: Final = "server, state, concurrency, max_failures, moved, failed, error, created_at, finished_at"
-
-
-@dataclass(frozen=True, slots=True)
-class Drain:
-    server: str
-    state: str
-    concurrency: int
-    max_failures: int
-    moved: int
-    failed: int
-    error: dict[str, Any] | None
-    created_at: datetime
-    finished_at: datetime | None
-
-
-def _drain(row: asyncpg.Record) -> Drain:
-    values = dict(row)
-    if isinstance(values["error"], str):
-        values["error"] = json.loads(values["error"])
-    return Drain(**values)
-
-
-async def start_drain(conn: Conn, server: str, concurrency: int, max_failures: int) -> Drain:
-    """A new drain of ``server`` (or the one already there, started again if it had finished)."""
-    row = await conn.fetchrow(
-        f"""INSERT INTO drains (server, state, concurrency, max_failures, actor) VALUES ($1, 'running', $2, $3, $4)
-            ON CONFLICT (server) DO UPDATE SET state = 'running', concurrency = $2, max_failures = $3, failed = 0,
-                error = NULL, finished_at = NULL
-            RETURNING {_DRAIN_COLUMNS}""",
-        server,
-        concurrency,
-        max_failures,
-        audit.actor.get(),
-    )
-    assert row is not None
-    return _drain(row)
-
-
-async def drains(conn: Conn) -> dict[str, Drain]:
-    return {r["server"]: _drain(r) for r in await conn.fetch(f"SELECT {_DRAIN_COLUMNS} FROM drains")}
+# A row of ``drains`` is the mark placement reads: the server takes no new tenants. The moves themselves are a
+# rollout (kind ``drain``, catalog_0010.sql), whose id the row keeps.
 
 
 async def draining(conn: Conn) -> set[str]:
     return {r["server"] for r in await conn.fetch("SELECT server FROM drains")}
 
 
-async def end_drain(conn: Conn, server: str) -> bool:
-    """Undrain: the server takes tenants again. False when it was not draining."""
-    return (await conn.execute("DELETE FROM drains WHERE server = $1", server)) != "DELETE 0"
-
-
-async def drain_progress(
-    conn: Conn, server: str, *, moved: int = 0, failed: int = 0, state: str | None = None, error: Any = None
-) -> Drain | None:
-    row = await conn.fetchrow(
-        f"""UPDATE drains SET moved = moved + $2, failed = failed + $3, state = coalesce($4, state),
-                   error = coalesce($5::jsonb, error),
-                   finished_at = CASE WHEN $4 IS NOT NULL AND $4 <> 'running' THEN now() ELSE finished_at END
-            WHERE server = $1 RETURNING {_DRAIN_COLUMNS}""",
+async def mark_draining(conn: Conn, server: str, rollout_id: int) -> None:
+    """The server takes no new tenants; ``rollout_id`` is the drain moving its tenants away."""
+    await conn.execute(
+        """INSERT INTO drains (server, actor, rollout_id) VALUES ($1, $2, $3)
+           ON CONFLICT (server) DO UPDATE SET rollout_id = $3""",
         server,
-        moved,
-        failed,
-        state,
-        _json(error),
+        audit.actor.get(),
+        rollout_id,
     )
-    return None if row is None else _drain(row)
 
 
-async def tenants_on(conn: Conn, server: str, limit: int) -> list[str]:
-    rows = await conn.fetch(
-        "SELECT id FROM tenants WHERE server = $1 AND state = 'ready' ORDER BY id LIMIT $2", server, limit
-    )
-    return [r["id"] for r in rows]
+async def end_drain(conn: Conn, server: str) -> tuple[bool, int | None]:
+    """Undrain: the server takes tenants again. Whether it was draining, and its drain's rollout id."""
+    row = await conn.fetchrow("DELETE FROM drains WHERE server = $1 RETURNING rollout_id", server)
+    return row is not None, None if row is None else row["rollout_id"]

@@ -12,7 +12,7 @@ from service.store import catalog
 from service.store.budget import Pressure
 from service.store.catalog import Tenant
 from service.store.db import Conn
-from service.store.lifecycle import Backup, Drain
+from service.store.lifecycle import Backup
 from service.store.listing import Browse, Listed
 from service.tenants import backup, create, delete, migrate, move, queue, reads, recover, repair, restore, rotate
 from service.tenants.context import Context
@@ -69,6 +69,9 @@ class Provisioner(Context):
     async def recover(self) -> int:
         return await recover.recover(self)
 
+    async def settle(self, tenant_id: str) -> None:
+        await recover.settle(self, tenant_id)
+
     def start(self) -> None:
         """Background work for the life of the process (:meth:`close` cancels it): the recovery loop, whose first
         pass runs now, and the creation queue's workers."""
@@ -96,9 +99,6 @@ class Provisioner(Context):
         self, status: str, *, state: str | None, after: str | None, limit: int
     ) -> tuple[Sequence[Tenant], str | None]:
         return await reads.page_by_status(self, status, state=state, after=after, limit=limit)
-
-    async def drains(self) -> dict[str, Drain]:
-        return await reads.drains(self)
 
     async def browse(self, query: Browse) -> tuple[Sequence[Listed], int]:
         return await reads.browse(self, query)

@@ -12,7 +12,7 @@ from service.errors import DatabaseUnavailable, TenantNotFound, TenantNotReady
 from service.history import table as history
 from service.history.table import Applied, Progress
 from service.identifiers import validate_tenant_id
-from service.store import catalog, lifecycle
+from service.store import catalog
 from service.store import queue as queue_store
 from service.store.budget import Pressure
 from service.store.catalog import Tenant
@@ -73,12 +73,6 @@ async def browse(ctx: Context, query: Browse) -> tuple[list[Listed], int]:
     """A page of the console's tenant list and how many tenants match (catalog only)."""
     async with ctx.server.catalog() as conn:
         return await browse_catalog(conn, query, ctx.migrations.latest_version)
-
-
-async def drains(ctx: Context) -> dict[str, lifecycle.Drain]:
-    """The servers being drained (or drained), by name: they take no new tenants."""
-    async with ctx.server.catalog() as conn:
-        return await lifecycle.drains(conn)
 
 
 async def page_by_status(

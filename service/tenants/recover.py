@@ -22,6 +22,7 @@ from service.store.catalog import Tenant
 from service.store.db import Conn, as_unavailable
 from service.tenants import backup, delete, move, owned, restore
 from service.tenants.context import Context
+from service.tenants.steps import locked
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +177,14 @@ async def _drop_orphan_templates(ctx: Context) -> None:
             continue
         if dropped:
             log.warning("dropped %d template database(s) whose build was interrupted", len(dropped))
+
+
+async def settle(ctx: Context, tenant_id: str) -> None:
+    """Finish or undo, now, what a dead process left in flight on the tenant (a move a killed drain was running),
+    waiting for its lock: held, a live operation is working on it, and what it leaves is not in flight. Raises
+    TenantBusy past the bound."""
+    async with locked(ctx, tenant_id) as lease:
+        current = await catalog.get(lease.conn, tenant_id)
+        if current is not None and _unfinished(current):
+            await _recover_one(ctx, lease.conn, current)
+            log.warning("recovered tenant %s (was %s)", current.id, current.state)

@@ -280,3 +280,84 @@ async def test_drain_empties_a_server_and_placement_skips_it(
         # undrained, it takes tenants again
         assert (await client.post("/servers/a/undrain")).json()["draining"] is False
         assert (await client.post("/tenants", json={"id": "dr5"})).json()["server"] == "a"
+
+
+async def _settled_drain(client: Any, server: str) -> dict[str, Any]:
+    for _ in range(600):
+        state: dict[str, Any] = (await client.get(f"/servers/{server}/drain")).json()
+        if state["state"] != "running":
+            return state
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the drain of {server} did not end: {state}")
+
+
+async def test_failed_moves_say_why_on_the_tenant_and_in_the_drain(
+    make_settings: MakeSettings, serve: Callable[..., Any], pg_url: str, url_b: str
+) -> None:
+    settings = make_settings(FIXTURES / "ok", servers=two_servers(pg_url, url_b), rollout_poll_interval=0.2)
+    foreign = f"{settings.db_prefix}le1"
+    async with serve(settings) as client:
+        for tid in ("le1", "le2"):
+            assert (await client.post("/tenants", json={"id": tid, "server": "a"})).status_code == 201
+        await fetch(url_b, f'CREATE ROLE "{foreign}"')  # a role of the tenant's name, not ours: the move must fail
+        try:
+            # a background move fails: the reason is on the tenant, not only in its events
+            assert (await client.post("/tenants/le1/move", json={"server": "b"})).status_code == 202
+            for _ in range(300):
+                tenant = (await client.get("/tenants/le1")).json()
+                if tenant["state"] == "ready":
+                    break
+                await asyncio.sleep(0.1)
+            assert (tenant["server"], tenant["last_error"]["code"], tenant["last_error"]["op"]) == (
+                "a",
+                "role_exists",
+                "move",
+            )
+            assert tenant["last_error"]["at"]
+            # a drain with a failure budget of one moves the other tenant and says why le1 stayed
+            assert (await client.post("/servers/a/drain", json={"max_failures": 1})).status_code == 202
+            drained = await _settled_drain(client, "a")
+            assert (drained["state"], drained["moved"], drained["failed"], drained["tenants"]) == ("failed", 1, 1, 1)
+            assert drained["failures"]["le1"]["code"] == "role_exists"
+            rollout = (await client.get(f"/rollouts/{drained['rollout']}")).json()
+            assert (rollout["kind"], rollout["server"], rollout["to_version"]) == ("drain", "a", None)
+            items = {t["id"]: t for t in rollout["tenants"]}
+            assert (items["le2"]["state"], items["le2"]["to_server"]) == ("succeeded", "b")
+            assert (items["le1"]["state"], items["le1"]["error"]["code"]) == ("failed", "role_exists")
+        finally:
+            await fetch(url_b, f'DROP ROLE "{foreign}"')
+        # draining again is a new drain of what is left; the success clears the tenant's last error
+        again = (await client.post("/servers/a/drain")).json()
+        assert again["rollout"] != drained["rollout"]
+        drained = await _settled_drain(client, "a")
+        assert (drained["state"], drained["moved"], drained["tenants"], drained["failures"]) == ("succeeded", 1, 0, {})
+        tenant = (await client.get("/tenants/le1")).json()
+        assert (tenant["server"], tenant["last_error"]) == ("b", None)
+        assert (await client.post("/servers/a/undrain")).json()["draining"] is False
+
+
+async def test_rebalance_evens_tenant_counts_as_a_rollout_of_moves(
+    make_settings: MakeSettings, serve: Callable[..., Any], pg_url: str, url_b: str
+) -> None:
+    settings = make_settings(FIXTURES / "ok", servers=two_servers(pg_url, url_b), rollout_poll_interval=0.2)
+    async with serve(settings) as client:
+        for tid in ("rb1", "rb2", "rb3", "rb4", "rb5"):
+            assert (await client.post("/tenants", json={"id": tid, "server": "a"})).status_code == 201
+        started = await client.post("/rebalance", json={"concurrency": 2})
+        assert started.status_code == 202, started.text
+        rollout = started.json()
+        assert (rollout["kind"], rollout["total"]) == ("rebalance", 2)  # 5/0 -> 3/2
+        assert {t["to_server"] for t in rollout["tenants"]} == {"b"}
+        for _ in range(600):
+            rollout = (await client.get(started.headers["location"])).json()
+            if rollout["state"] != "running":
+                break
+            await asyncio.sleep(0.1)
+        assert (rollout["state"], rollout["done"]) == ("succeeded", 2), rollout
+        servers = {s["name"]: s["tenants"] for s in (await client.get("/servers")).json()["items"]}
+        assert servers == {"a": 3, "b": 2}
+        assert (await names_on(url_b, settings.db_prefix))[0] == {
+            f"{settings.db_prefix}{t['id']}" for t in rollout["tenants"]
+        }
+        # even already: nothing to move
+        assert (await client.post("/rebalance")).json()["state"] == "succeeded"

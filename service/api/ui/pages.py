@@ -17,6 +17,7 @@ from service.api.routes.rollouts import RolloutIdPath
 from service.api.ui import session, view
 from service.api.ui.session import Role
 from service.errors import InvalidRequest, ServiceError, TenantNotReady, Unauthorized
+from service.fleet import moves
 from service.store import catalog
 from service.store.listing import Browse
 from service.tenants.status import SchemaStatus
@@ -33,7 +34,7 @@ async def overview(request: Request, role: ViewerDep, provisioner: ProvisionerDe
     """The fleet: counts by version (bars), state and status, servers, and the newest rollouts."""
     # Catalog connections of their own: the aggregate, the rollouts' counts and the drains are read at once.
     counts, recent, drains = await asyncio.gather(
-        provisioner.fleet(), rollouts.page(before=None, limit=_RECENT_ROLLOUTS), provisioner.drains()
+        provisioner.fleet(), rollouts.page(before=None, limit=_RECENT_ROLLOUTS), moves.drains(rollouts)
     )
     latest = provisioner.migrations.latest_version
     servers = [(t.name, counts.by_server.get(t.name, 0), t.capacity, drains.get(t.name)) for t in provisioner.servers]
