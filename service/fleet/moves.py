@@ -172,6 +172,7 @@ async def move_one(p: Provisioner, rollout: Rollout, tenant_id: str, planned: st
     """Move one tenant of a drain or a rebalance and return the server it is on after. Raises what the move raises
     (the tenant is then back on its server), TenantNotFound (deleted meanwhile: the item is skipped)."""
     await p.settle(tenant_id)
+    down = await placement.unreachable(p.servers) if planned is None else frozenset()
     async with p.server.catalog() as conn:
         tenant = await catalog.get(conn, tenant_id)
         if tenant is None or tenant.state == "deleted":
@@ -182,5 +183,5 @@ async def move_one(p: Provisioner, rollout: Rollout, tenant_id: str, planned: st
             return planned  # moved already
         if planned is None:
             counts, excluded = await catalog.count_by_server(conn), await lifecycle.draining(conn)
-            planned = placement.choose(p.servers, counts, None, excluded).name
+            planned = placement.choose(p.servers, counts, None, excluded, down).name
     return (await p.move(tenant_id, planned, wait=True)).server
