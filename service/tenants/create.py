@@ -97,9 +97,12 @@ async def build_queued(
 ) -> Tenant:
     """Build a tenant taken from the queue (its lock held on ``conn``, its row just made ``provisioning``): undo
     what an interrupted attempt left, refuse a foreign name, make the role with the verifier of the password the
-    202 answered, then the same steps as :func:`create`."""
-    await _guard(ctx, conn, tenant, op, _prepare_queued(ctx, conn, tenant, verifier))
-    return await _provision(ctx, conn, tenant, request, op)
+    202 answered, then the same steps as :func:`create`.
+
+    A lost server (DatabaseUnavailable) does not fail it: its client holds a 202, so the row stays
+    ``provisioning`` and recovery undoes what it made and queues it again once the server answers."""
+    await _guard(ctx, conn, tenant, op, _prepare_queued(ctx, conn, tenant, verifier), queued=True)
+    return await _provision(ctx, conn, tenant, request, op, queued=True)
 
 
 async def _prepare_queued(ctx: Context, conn: Conn, tenant: Tenant, verifier: str) -> None:
@@ -169,8 +172,10 @@ async def _refuse_foreign(ctx: Context, tenant: Tenant) -> None:
             raise RoleExists(role=tenant.database, server=target.name)
 
 
-async def _provision(ctx: Context, conn: Conn, tenant: Tenant, request: CreateRequest, op: int) -> Tenant:
-    ready = await _guard(ctx, conn, tenant, op, _build(ctx, conn, tenant, request))
+async def _provision(
+    ctx: Context, conn: Conn, tenant: Tenant, request: CreateRequest, op: int, *, queued: bool = False
+) -> Tenant:
+    ready = await _guard(ctx, conn, tenant, op, _build(ctx, conn, tenant, request), queued=queued)
     await catalog.end_operation(conn, op)
     return ready
 
@@ -199,14 +204,15 @@ async def _build(ctx: Context, conn: Conn, tenant: Tenant, request: CreateReques
     return ready
 
 
-async def _guard(ctx: Context, conn: Conn, tenant: Tenant, op: int, step: Awaitable[_T]) -> _T:
+async def _guard(ctx: Context, conn: Conn, tenant: Tenant, op: int, step: Awaitable[_T], *, queued: bool = False) -> _T:
     """Await one step of a creation; on failure undo what the catalog records as made, and record why.
 
     A name taken by a foreign database or role leaves nothing behind, not even the catalog row. When the catalog
     connection was lost, the tenant's lock went with it and nothing is touched; when the undo cannot reach a
     server, it stops there. Either way the row stays ``provisioning`` with what it owns recorded, the recovery loop
     (:mod:`.recover`) undoes it under the lock once the servers answer again, and the caller gets
-    DatabaseUnavailable (503) for a lost server or connection.
+    DatabaseUnavailable (503) for a lost server or connection. A ``queued`` creation is not undone for a lost
+    server at all: recovery queues it again (see :func:`build_queued`).
     """
     try:
         return await step
@@ -215,14 +221,15 @@ async def _guard(ctx: Context, conn: Conn, tenant: Tenant, op: int, step: Awaita
             lost = DatabaseUnavailable("the catalog connection was lost")
             log.warning("creation of %s interrupted (%s); recovery undoes it", tenant.id, lost.message)
             raise lost from exc
-        try:
-            await _undo(ctx, conn, tenant, op, exc)
-        except Exception as again:
-            unavailable = as_unavailable(again)
-            if unavailable is None:
-                raise
-            log.warning("creation of %s interrupted (%s); recovery undoes it", tenant.id, unavailable.message)
         unavailable = as_unavailable(exc)
+        if not (queued and unavailable is not None):
+            try:
+                await _undo(ctx, conn, tenant, op, exc)
+            except Exception as again:
+                stopped = as_unavailable(again)
+                if stopped is None:
+                    raise
+                log.warning("creation of %s interrupted (%s); recovery undoes it", tenant.id, stopped.message)
         if unavailable is None or unavailable is exc:
             raise
         raise unavailable from exc

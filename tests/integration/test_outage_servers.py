@@ -132,6 +132,15 @@ async def test_a_server_stopped_mid_operation_fails_only_its_tenants_and_strands
             on_b += [("POST", "/tenants", {"json": {"id": "qb0", "server": "b"}, "headers": ASYNC})]
             on_b += [("POST", "/tenants/mb/migrate", {}), ("GET", "/tenants/mb/schema", {})]
 
+            attempts: list[Any] = []
+
+            async def catalog_value(query: str) -> Any:
+                conn = await asyncpg.connect(catalog_url)
+                try:
+                    return await conn.fetchval(query)
+                finally:
+                    await conn.close()
+
             async def outage() -> list[httpx.Response]:
                 """Stop b while the calls above run; what is asked meanwhile; then start it again."""
                 await asyncio.sleep(0.3)
@@ -144,6 +153,7 @@ async def test_a_server_stopped_mid_operation_fails_only_its_tenants_and_strands
                 during += [await client.get(p) for p in ("/tenants", "/tenants/ma/schema", "/readyz", "/fleet")]
                 await asyncio.sleep(1.0)  # the queued dq0 is looked at by a worker while b is down
                 during.append(await client.get("/tenants/dq0"))
+                attempts.append(await catalog_value("SELECT attempts FROM create_queue WHERE tenant_id = 'dq0'"))
                 await asyncio.to_thread(pg_b.start)
                 return during
 
@@ -168,7 +178,7 @@ async def test_a_server_stopped_mid_operation_fails_only_its_tenants_and_strands
             assert (unnamed_async.status_code, unnamed_async.json()["server"]) == (202, "a"), unnamed_async.text
             assert (queued_b.status_code, queued_b.json()["server"]) == (202, "b"), queued_b.text
             assert [r.status_code for r in others] == [200] * 4, [r.text for r in others]
-            assert dq0.json()["state"] == "queued", dq0.text  # waits for its server, no attempt spent
+            assert (dq0.json()["state"], attempts) == ("queued", [0]), dq0.text  # waits for b, no attempt spent
 
             states = await settled(catalog_url, [rollout.json()["id"]], back + 30)
             acknowledged = {r.json()["id"] for r in [*answered, *during] if r.status_code in (201, 202)}
@@ -243,3 +253,26 @@ async def test_a_network_cut_to_one_server_mid_operation(
             assert (await client.post("/tenants/cb/migrate")).json()["current_version"] == 2
     finally:
         await relay.cut()
+
+
+async def test_a_queued_creation_taken_as_its_server_goes_down_is_built_once_it_is_back(
+    make_settings: MakeSettings, pg_url: str, cluster_b: tuple[EmbeddedPostgres, str], tmp_path: Path
+) -> None:
+    """b stopped unseen (nothing touched it since): the worker takes the queued creation and finds b down. Its
+    client holds a 202, so it is not failed: queued again, and built once b answers."""
+    pg_b, url_b = cluster_b
+    settings = outage_settings(make_settings, with_slow_file(tmp_path), pg_url, url_b)
+    try:
+        async with running(settings) as client:
+            await asyncio.sleep(0.5)  # the first recovery pass looks at every server (templates): before b stops
+            await asyncio.to_thread(pg_b.stop)
+            accepted = await client.post("/tenants", json={"id": "qd", "server": "b"}, headers=ASYNC)
+            assert accepted.status_code == 202, accepted.text
+            await asyncio.sleep(1.5)  # the worker took it, b refused; recovery passes meanwhile
+            meanwhile = (await client.get("/tenants/qd")).json()
+            assert meanwhile["state"] in ("queued", "provisioning"), meanwhile
+            await asyncio.to_thread(pg_b.start)
+            assert (await ready_within(client, "qd", 30))["state"] == "ready"
+            assert f"{settings.db_prefix}qd" in (await names_on(url_b, settings.db_prefix))[0]
+    finally:
+        await asyncio.to_thread(pg_b.start)
