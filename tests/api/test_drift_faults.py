@@ -56,6 +56,9 @@ async def test_an_invalid_index_is_drift(
         ]
         status = (await client.get("/tenants/acme/schema")).json()
         assert status["status"] == "drifted"
+        swept = await client.post("/drift-checks")  # the fleet's sweep sees it too
+        assert swept.status_code == 200, swept.text
+        assert (swept.json()["checked"], swept.json()["drifted"]) == (1, ["acme"])
 
 
 async def test_an_unbuildable_expected_schema_is_409_naming_the_file(
@@ -82,3 +85,10 @@ async def test_an_unbuildable_expected_schema_is_409_naming_the_file(
             assert "0002_extra.sql" in body["detail"]
         # The versions below it are still served.
         assert (await client.get("/migrations/1/schema")).status_code == 200
+        # The fleet's sweep is not a 500 either: the tenant is skipped with the same code, the file named.
+        swept = await client.post("/drift-checks")
+        assert swept.status_code == 200, swept.text
+        assert swept.json()["checked"] == 0
+        (skipped,) = swept.json()["skipped"]
+        assert (skipped["tenant"], skipped["code"]) == ("acme", "expected_schema_unbuildable")
+        assert "0002_extra.sql" in skipped["message"]
