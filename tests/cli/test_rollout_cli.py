@@ -63,5 +63,15 @@ async def test_rollout_commands(
         finished = tenantctl(url, "rollout-cancel", "1")
         assert (finished.returncode, finished.stderr.split(":")[:2]) == (1, ["tenantctl", " rollout_finished"])
         assert tenantctl(url, "rollout", "--concurrency", "0").returncode == 2
+
+        # a rebalance is a rollout too (of moves): with one server there is nothing to even out
+        even = tenantctl(url, "rebalance", "--wait")
+        assert even.returncode == 0, even.stderr
+        assert even.stdout.startswith("rollout 3  succeeded  rebalance  0 tenant(s): 0 done")
+        listed = json.loads(tenantctl(url, "rollouts", "list", "--json").stdout)
+        assert [(r["id"], r["kind"], r["to_version"]) for r in listed][:2] == [
+            (3, "rebalance", None),
+            (2, "migrate", 2),
+        ]
     finally:
         service.stop()

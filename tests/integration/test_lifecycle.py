@@ -1,5 +1,5 @@
 """A tenant's life after creation on two real clusters: backups, restore (in place and as a new tenant), delete
-with undelete and purge, move with a writer running, drain.
+with undelete and purge, move with a writer running, drain (failures, undrain), rebalance.
 
 Server ``a`` is the session cluster (which also holds the catalog), ``b`` a second cluster started for this module.
 Tenants are shared between assertions to keep the module quick.
@@ -361,3 +361,29 @@ async def test_rebalance_evens_tenant_counts_as_a_rollout_of_moves(
         }
         # even already: nothing to move
         assert (await client.post("/rebalance")).json()["state"] == "succeeded"
+
+
+async def test_undrain_cancels_the_drain_after_its_moves_in_flight(
+    make_settings: MakeSettings, serve: Callable[..., Any], pg_url: str, url_b: str
+) -> None:
+    settings = make_settings(FIXTURES / "ok", servers=two_servers(pg_url, url_b), rollout_poll_interval=0.2)
+    async with serve(settings) as client:
+        for tid in ("ud1", "ud2", "ud3", "ud4"):
+            assert (await client.post("/tenants", json={"id": tid, "server": "a"})).status_code == 201
+        started = (await client.post("/servers/a/drain", json={"concurrency": 1})).json()
+        undrained = (await client.post("/servers/a/undrain")).json()
+        assert (undrained["draining"], undrained["state"]) == (False, None)
+        for _ in range(300):
+            rollout = (await client.get(f"/rollouts/{started['rollout']}")).json()
+            if rollout["state"] != "running":
+                break
+            await asyncio.sleep(0.1)
+        assert rollout["state"] == "cancelled", rollout
+        assert rollout["skipped"] >= 1
+        assert rollout["done"] + rollout["skipped"] == 4
+        for tid in ("ud1", "ud2", "ud3", "ud4"):  # each where its move (if any) left it, ready
+            assert (await client.get(f"/tenants/{tid}")).json()["state"] == "ready"
+        servers = {s["name"]: s for s in (await client.get("/servers")).json()["items"]}
+        assert (servers["a"]["draining"], servers["a"]["tenants"]) == (False, 4 - rollout["done"])
+        # it takes tenants again
+        assert (await client.post("/tenants", json={"id": "ud5", "server": "a"})).status_code == 201
