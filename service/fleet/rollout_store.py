@@ -360,18 +360,20 @@ async def finish(conn: Conn, rollout_id: int, state: RolloutState) -> None:
 
 
 async def duration_buckets(conn: Conn, bounds: Sequence[float]) -> tuple[list[int], int, float]:
-    """Tenants migrated by rollouts (succeeded or failed): cumulative counts at each bound in seconds, the count and
-    the sum of seconds, as a Prometheus histogram wants them."""
+    """Tenants migrated by rollouts (succeeded or failed; moves of a drain or a rebalance left out): cumulative counts
+    at each bound in seconds, the count and the sum of seconds, as a Prometheus histogram wants them."""
     rows = await conn.fetch(
         """SELECT b.le, count(t.duration_ms) AS n
            FROM unnest($1::double precision[]) AS b(le)
-           LEFT JOIN rollout_tenants t ON t.state IN ('succeeded', 'failed') AND t.duration_ms <= b.le * 1000
+           LEFT JOIN (rollout_tenants t JOIN rollouts r ON r.id = t.rollout_id AND r.kind = 'migrate')
+                  ON t.state IN ('succeeded', 'failed') AND t.duration_ms <= b.le * 1000
            GROUP BY b.le ORDER BY b.le""",
         list(bounds),
     )
     total = await conn.fetchrow(
-        """SELECT count(*) AS n, coalesce(sum(duration_ms), 0) / 1000 AS seconds FROM rollout_tenants
-           WHERE state IN ('succeeded', 'failed') AND duration_ms IS NOT NULL"""
+        """SELECT count(*) AS n, coalesce(sum(duration_ms), 0) / 1000 AS seconds
+           FROM rollout_tenants t JOIN rollouts r ON r.id = t.rollout_id AND r.kind = 'migrate'
+           WHERE t.state IN ('succeeded', 'failed') AND t.duration_ms IS NOT NULL"""
     )
     assert total is not None
     return [r["n"] for r in rows], total["n"], float(total["seconds"])

@@ -361,6 +361,8 @@ async def test_rebalance_evens_tenant_counts_as_a_rollout_of_moves(
         }
         # even already: nothing to move
         assert (await client.post("/rebalance")).json()["state"] == "succeeded"
+        # moves are not migrations: the rollout migration histogram counts none of them
+        assert "tenant_rollout_migration_seconds_count 0.0" in (await client.get("/metrics")).text
 
 
 async def test_undrain_cancels_the_drain_after_its_moves_in_flight(
