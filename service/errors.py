@@ -284,7 +284,9 @@ class TenantNotDeleted(ServiceError):
 
 
 class MoveRefused(ServiceError):
-    """The tenant cannot be moved there: it is already on that server, or its database is not the service's own."""
+    """The tenant cannot be moved there: it is already on that server, its database is not the service's own, or
+    the source's admin role may not do what a move needs (``reason``: ``cannot_end_sessions``,
+    ``verifier_unreadable``, ``cannot_set_password``, ``no_password``; the message says what to run)."""
 
     code = "move_refused"
 

@@ -49,6 +49,12 @@ class MoveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"server": "b"}]})
 
     server: ServerName = Field(description="The server to move it to (GET /servers).")
+    rotate_password: bool = Field(
+        default=False,
+        description="Give the role a new password (at once; the old one stops working) and make it on the target "
+        "with that one, returned in `connection_url`. For a server whose admin role is not a superuser and so cannot "
+        "read the role's password verifier (else 409 move_refused, details.reason verifier_unreadable).",
+    )
 
 
 class DrainRequest(BaseModel):

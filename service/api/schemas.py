@@ -103,7 +103,8 @@ class TenantOut(BaseModel):
     progress: dict[str, Any] | None = Field(
         default=None,
         description="The step in flight (restoring, moving, deleting): {op, stage, from, to}; stages of a move: "
-        "start, target, frozen (writes stopped on the source), copy, cleanup.",
+        "start, target, frozen (writes stopped on the source), copy, cleanup (the tenant is ready on `to`; the "
+        "source's database is being dropped).",
     )
     queue_position: int | None = Field(
         default=None,
@@ -126,6 +127,16 @@ class TenantCreated(TenantOut):
     """A tenant just made (201), or accepted (202): the only answers that carry its role's password."""
 
     connection_url: str = Field(description=_CONNECTION_URL)
+
+
+class TenantMoving(TenantOut):
+    """A move accepted (202); with `rotate_password`, the only answer that carries the role's new password."""
+
+    connection_url: str | None = Field(
+        default=None,
+        description="With rotate_password: the role's new connection URL on the target (valid there once the move "
+        "is done; on the source until then, and still there if the move fails). Otherwise null.",
+    )
 
 
 class Credentials(BaseModel):

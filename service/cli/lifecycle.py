@@ -72,7 +72,8 @@ def _follow_move(tenant: dict[str, Any]) -> dict[str, Any]:
             stage = (tenant.get("progress") or {}).get("stage")
             done = _MOVE_STAGES.index(stage) if stage in _MOVE_STAGES else len(_MOVE_STAGES)
             bar.update(task, completed=done, description=stage or tenant["state"])
-            if tenant["state"] != "moving" and stage is None:
+            if tenant["state"] != "moving":  # ready: on the new server (its source may still be dropped), or undone
+                bar.update(task, completed=len(_MOVE_STAGES), description=tenant["state"])
                 return tenant
             time.sleep(_MOVE_POLL)
             tenant = request("GET", f"/tenants/{tenant['id']}").json()
@@ -83,13 +84,25 @@ def move(
     tenant_id: IdArg,
     server: Annotated[str, typer.Argument(help="The server to move it to.", show_default=False)],
     wait: Annotated[bool, typer.Option(help="Follow it with a progress bar until it ends.")] = False,
+    rotate_password: Annotated[
+        bool,
+        typer.Option(
+            help="Give the role a new password (printed; the old one stops working at once): for a server whose "
+            "admin role is not a superuser."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Move a tenant to another server (writes stop on the source for the copy); exit 1 if it did not arrive."""
-    data = request("POST", f"/tenants/{checked(tenant_id)}/move", json={"server": server}).json()
+    body = {"server": server, "rotate_password": rotate_password}
+    data = request("POST", f"/tenants/{checked(tenant_id)}/move", json=body).json()
+    url = data.get("connection_url")
     if wait:
         data = _follow_move(data)
-    emit(data, as_json, f"{data['id']}  {data['state']}  server {data['server']}")
+    if url:
+        data["connection_url"] = url
+    human = f"{data['id']}  {data['state']}  server {data['server']}" + (f"\nnew connection URL: {url}" if url else "")
+    emit(data, as_json, human)
     if wait and data["server"] != server:
         fail(f"the move of {tenant_id} did not complete; see tenantctl events or GET /tenants/{tenant_id}/events")
 

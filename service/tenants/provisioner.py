@@ -63,8 +63,11 @@ class Provisioner(Context):
     async def restore(self, tenant_id: str, backup_id: str, *, as_id: str | None = None) -> restore.Restored:
         return await restore.restore(self, tenant_id, backup_id, as_id=as_id)
 
-    async def move(self, tenant_id: str, server: str, *, wait: bool = False) -> Tenant:
-        return await move.move(self, tenant_id, server, wait=wait)
+    async def move(self, tenant_id: str, server: str, *, wait: bool = False, until_dropped: bool = False) -> Tenant:
+        return await move.move(self, tenant_id, server, wait=wait, until_dropped=until_dropped)
+
+    async def move_with_new_password(self, tenant_id: str, server: str, *, wait: bool = False) -> tuple[Tenant, str]:
+        return await move.move_with_new_password(self, tenant_id, server, wait=wait)
 
     async def recover(self) -> int:
         return await recover.recover(self)

@@ -55,6 +55,11 @@ async def create(conn: Conn, role: str, password: str | None = None, *, verifier
         raise
 
 
+async def set_verifier(conn: Conn, role: str, verifier: str) -> None:
+    """A new password, given as its SCRAM verifier (only the password: see :func:`set_password`)."""
+    await conn.execute(f"ALTER ROLE {quote_ident(role)} PASSWORD {quote_literal(verifier)}")
+
+
 async def set_password(conn: Conn, role: str, password: str) -> None:
     """Only the password: on PostgreSQL 15 and older, naming ``NOSUPERUSER``, ``NOREPLICATION`` or
     ``NOBYPASSRLS`` in ``ALTER ROLE`` needs superuser even when nothing changes (see :func:`assert_attributes`)."""

@@ -10,7 +10,7 @@ from service.api import convert
 from service.api import lifecycle_schemas as ls
 from service.api.deps import ProvisionerDep, TenantIdPath
 from service.api.problems import responses
-from service.api.schemas import TenantCreated, TenantOut
+from service.api.schemas import TenantCreated, TenantMoving, TenantOut
 from service.store.lifecycle import Backup
 
 router = APIRouter(prefix="/tenants", tags=["lifecycle"])
@@ -100,18 +100,25 @@ async def undelete_tenant(tenant_id: TenantIdPath, provisioner: ProvisionerDep) 
 @router.post(
     "/{tenant_id}/move",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=TenantOut,
+    response_model=TenantMoving,
     responses=responses(404, 409, 422, 503),
 )
 async def move_tenant(
     tenant_id: TenantIdPath, body: ls.MoveRequest, provisioner: ProvisionerDep, response: Response
-) -> TenantOut:
+) -> TenantMoving:
     """Move the tenant to another server; poll GET /tenants/{id}: `moving` with its `progress`, then `ready` with
     the new `server` (or, if the move failed and was undone, `ready` on the old one; /events says why).
 
     Writes stop on the source for the copy (clients get an error, never a lost write); the copy is verified
     (history, schema, row count and checksum per table, sequences) before the catalog switches; the role is made on
-    the target with the same password; the source database is dropped only after the switch."""
-    tenant = await provisioner.move(tenant_id, body.server)
+    the target with the same password (reading its verifier needs a superuser admin role: else 409 move_refused,
+    or `rotate_password`); the tenant is `ready` on the new server once its role may connect there, and the source
+    database is dropped after that (`progress.stage` `cleanup` until it is gone). Reads stop during the copy too."""
+    url = None
+    if body.rotate_password:
+        tenant, url = await provisioner.move_with_new_password(tenant_id, body.server)
+    else:
+        tenant = await provisioner.move(tenant_id, body.server)
     response.headers["Location"] = f"/tenants/{tenant_id}"
-    return convert.tenant(tenant, provisioner.migrations.latest_version)
+    out = convert.tenant(tenant, provisioner.migrations.latest_version)
+    return TenantMoving(**out.model_dump(), connection_url=url)
