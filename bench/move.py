@@ -6,7 +6,9 @@ Two durable embedded clusters in a temp dir (the catalog on the first). The tena
 ``--runs`` rounds: the limit (``CREATE DATABASE`` on the other server, then ``pg_dump -Fc -Z0 | pg_restore`` with the
 same binaries and flags the service uses, as an operator would type it) and one move of the tenant to the other
 server (``Provisioner.move(wait=True)``: role with its verifier, freeze, the same pipe, grants, verification, switch,
-drop of the source). During each move a writer inserts a row every 10 ms through the tenant's own role, on the
+``CONNECT`` on the target: what the caller waits for), and the time until the source's database is dropped too
+(after the answer; waited for before the next round). The move's own per-step seconds (its ``move timings`` log
+record) are printed per round. During each move a writer inserts a row every 10 ms through the tenant's own role, on the
 source's URL until it fails, then on the target's: the window is the time between the last insert acknowledged on
 the source and the first on the target.
 
@@ -185,6 +187,8 @@ async def run(p: Provisioner, urls: list[str], megabytes: int, runs: int) -> Non
         f"{statistics.median(settled):.2f} s ({statistics.median(settled) / lim:.2f}x), "
         f"window {statistics.median(windows):.2f} s"
     )
+    paired = statistics.median(m / li for m, li in zip(moves, limits, strict=True))
+    print(f"median of the per-round ratios (the noise of one round cancels within it): move / limit {paired:.2f}x")
 
 
 def free_port() -> int:

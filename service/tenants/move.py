@@ -34,7 +34,14 @@ import logging
 import time
 from typing import Any
 
-from service.errors import DatabaseExists, MoveRefused, RoleExists, ServiceError, VerificationFailed
+from service.errors import (
+    DatabaseExists,
+    MoveRefused,
+    RoleExists,
+    ServiceError,
+    TenantNotReady,
+    VerificationFailed,
+)
 from service.identifiers import validate_tenant_id
 from service.store import catalog, lifecycle, pgtools
 from service.store.catalog import Tenant
@@ -105,9 +112,12 @@ async def _move(
 async def _start(ctx: Context, conn: Conn, tenant_id: str, server: str) -> Tenant:
     """The ready tenant, if it may go there; nothing recorded yet."""
     tenant = await ready(conn, tenant_id)
-    if tenant.step is not None:  # a move a dead process switched but did not clean up: finish it first
-        await recover(ctx, conn, tenant)
+    step = tenant.step or {}
+    if (step.get("op"), step.get("stage")) == ("move", "cleanup"):  # switched by a dead process, not cleaned up
+        await finish(ctx, conn, tenant)
         tenant = await ready(conn, tenant_id)
+    elif tenant.step is not None:
+        raise TenantNotReady("an operation on the tenant is in flight", tenant=tenant_id, state=tenant.state)
     if tenant.server == server:
         raise MoveRefused("the tenant is already on this server", tenant=tenant_id, server=server)
     if not (tenant.database_owned and tenant.role_owned):
@@ -233,7 +243,9 @@ async def _copy_and_verify(
     The target's rows could be fingerprinted while its indexes are built (a second pipe for ``--section=post-data``):
     measured, it gains nothing, since adding a primary key takes an ``ACCESS EXCLUSIVE`` lock that waits for the
     fingerprint's scan of that table (bench/RESULTS.md)."""
-    source_print = asyncio.ensure_future(_fingerprint(ctx, source, database))
+    # One process on the source: it has the whole copy to finish in, and parallel workers would take CPU from the
+    # pipe's own processes where they share a machine (measured in bench/RESULTS.md).
+    source_print = asyncio.ensure_future(_fingerprint(ctx, source, database, workers=False))
     try:
         await pgtools.copy(tools, source.admin_dsn, database, target.admin_dsn, database)
         laps("copy")
@@ -256,8 +268,9 @@ async def _record(conn: Conn, tenant_id: str, step: dict[str, Any], **changes: A
     return step
 
 
-async def _fingerprint(ctx: Context, server: Target, database: str) -> dict[str, Any]:
-    conn = await server.connect(database, server_settings=ctx.server_settings())
+async def _fingerprint(ctx: Context, server: Target, database: str, *, workers: bool = True) -> dict[str, Any]:
+    settings = ctx.server_settings() | ({} if workers else {"max_parallel_workers_per_gather": "0"})
+    conn = await server.connect(database, server_settings=settings)
     try:
         return await copies.fingerprint(conn)
     finally:

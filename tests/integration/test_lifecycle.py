@@ -250,6 +250,10 @@ async def test_move_with_a_writer_loses_no_committed_write(
                 await p.move("mv1", "a", wait=True)
             assert (await p.get("mv1")).server == "b"
             return
+        # a dead process switched a move but left its source: the next move finishes that first, then runs
+        await fetch(pg_url, f'CREATE DATABASE "{database}"')
+        async with p.server.catalog() as conn:
+            await lifecycle.set_step(conn, "mv1", {"op": "move", "stage": "cleanup", "from": "a", "to": "b"})
         back = await p.move("mv1", "a", wait=True)
         assert back.server == "a"
         assert len(await fetch(url_on(pg_url, database, password_of(made.connection_url), database), "SELECT 1")) == 1
