@@ -184,4 +184,4 @@ async def move_one(p: Provisioner, rollout: Rollout, tenant_id: str, planned: st
         if planned is None:
             counts, excluded = await catalog.count_by_server(conn), await lifecycle.draining(conn)
             planned = placement.choose(p.servers, counts, None, excluded, down).name
-    return (await p.move(tenant_id, planned, wait=True)).server
+    return (await p.move(tenant_id, planned, wait=True, until_dropped=True)).server  # a drained server holds nothing
