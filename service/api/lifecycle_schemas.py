@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from service.api.schemas import ServerName, TenantId
+from service.api.schemas import ServerName, TenantId, TenantOut
 
 BACKUP_ID_PATTERN = r"^[0-9]{8}T[0-9]{12}Z-[0-9a-f]{4}$"
 BackupId = Annotated[str, StringConstraints(strict=True, pattern=BACKUP_ID_PATTERN, max_length=32)]
@@ -79,4 +79,14 @@ class DrainOut(BaseModel):
     max_failures: int | None = None
     failures: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Each tenant whose move failed, by id: its error {code, message, ...}."
+    )
+
+
+class TenantMoving(TenantOut):
+    """A move accepted (202); with `rotate_password`, the only answer that carries the role's new password."""
+
+    connection_url: str | None = Field(
+        default=None,
+        description="With rotate_password: the role's new connection URL on the target (valid there once the move "
+        "is done; on the source until then, and still there if the move fails). Otherwise null.",
     )

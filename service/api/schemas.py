@@ -129,16 +129,6 @@ class TenantCreated(TenantOut):
     connection_url: str = Field(description=_CONNECTION_URL)
 
 
-class TenantMoving(TenantOut):
-    """A move accepted (202); with `rotate_password`, the only answer that carries the role's new password."""
-
-    connection_url: str | None = Field(
-        default=None,
-        description="With rotate_password: the role's new connection URL on the target (valid there once the move "
-        "is done; on the source until then, and still there if the move fails). Otherwise null.",
-    )
-
-
 class Credentials(BaseModel):
     connection_url: str = Field(description=_CONNECTION_URL)
 

@@ -10,7 +10,7 @@ from service.api import convert
 from service.api import lifecycle_schemas as ls
 from service.api.deps import ProvisionerDep, TenantIdPath
 from service.api.problems import responses
-from service.api.schemas import TenantCreated, TenantMoving, TenantOut
+from service.api.schemas import TenantCreated, TenantOut
 from service.store.lifecycle import Backup
 
 router = APIRouter(prefix="/tenants", tags=["lifecycle"])
@@ -100,12 +100,12 @@ async def undelete_tenant(tenant_id: TenantIdPath, provisioner: ProvisionerDep) 
 @router.post(
     "/{tenant_id}/move",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=TenantMoving,
+    response_model=ls.TenantMoving,
     responses=responses(404, 409, 422, 503),
 )
 async def move_tenant(
     tenant_id: TenantIdPath, body: ls.MoveRequest, provisioner: ProvisionerDep, response: Response
-) -> TenantMoving:
+) -> ls.TenantMoving:
     """Move the tenant to another server; poll GET /tenants/{id}: `moving` with its `progress`, then `ready` with
     the new `server` (or, if the move failed and was undone, `ready` on the old one; /events says why).
 
@@ -121,4 +121,4 @@ async def move_tenant(
         tenant = await provisioner.move(tenant_id, body.server)
     response.headers["Location"] = f"/tenants/{tenant_id}"
     out = convert.tenant(tenant, provisioner.migrations.latest_version)
-    return TenantMoving(**out.model_dump(), connection_url=url)
+    return ls.TenantMoving(**out.model_dump(), connection_url=url)
