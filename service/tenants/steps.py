@@ -3,6 +3,7 @@ audit trail with its outcome. One place, so every operation is locked and record
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +14,7 @@ from service.errors import ServiceError, TenantNotFound, TenantNotReady
 from service.identifiers import validate_tenant_id
 from service.store import catalog
 from service.store.catalog import Tenant
-from service.store.db import Conn
+from service.store.db import Conn, as_unavailable
 from service.store.locks import Lease
 from service.tenants.context import Context
 
@@ -54,11 +55,21 @@ async def locked(ctx: Context, tenant_id: str) -> AsyncIterator[Lease]:
 
 @asynccontextmanager
 async def recorded(conn: Conn, tenant_id: str, kind: str, detail: dict[str, Any] | None = None) -> AsyncIterator[int]:
-    """An operation in the audit trail: begun now, ended with its error (a ServiceError) or with success."""
+    """An operation in the audit trail: begun now, ended with its error or with success (the tenant's ``last_error``
+    with it). An error that is not a ServiceError is recorded as the outage it is, else ``internal_error``, so that a
+    background move or backup says why it failed; if the catalog cannot take that record, the original error still
+    propagates and recovery closes the operation later."""
     op = await catalog.begin_operation(conn, tenant_id, kind, detail)
     try:
         yield op
     except ServiceError as exc:
         await catalog.end_operation(conn, op, error_dict(exc))
+        raise
+    except Exception as exc:
+        unavailable = as_unavailable(exc)
+        why = {"code": "internal_error", "message": f"{type(exc).__name__} (the service log has the traceback)"}
+        error = error_dict(unavailable) if unavailable is not None else why
+        with contextlib.suppress(Exception):
+            await catalog.end_operation(conn, op, error)
         raise
     await catalog.end_operation(conn, op)
