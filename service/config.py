@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,12 @@ class Settings(BaseSettings):
         le=100,
         description="Queued creations (Prefer: respond-async) this process builds at once; each also takes one of "
         "max_parallel's slots (0: this process only queues them, other replicas build them).",
+    )
+    queue_builder: Literal["process", "inline"] = Field(
+        default="process",
+        description="Where `tenantctl serve` runs its queue workers: process (a child process it supervises: "
+        "restarted if it dies, stopped with it; builds never hold up the HTTP answers) or inline (in the HTTP "
+        "process's event loop).",
     )
     queue_poll_interval: float = Field(
         default=0.5, gt=0, le=60, description="Seconds an idle queue worker waits before looking for work again."
@@ -335,3 +342,21 @@ class ClientSettings(BaseSettings):
     url: str = Field(default="http://127.0.0.1:8000", description="Base URL of the service.")
     token: SecretStr | None = Field(default=None, description="Bearer token sent to the service.")
     timeout: float = Field(default=300.0, gt=0, description="Seconds to wait for an answer.")
+
+
+def builder_environment(workers: int, ceiling: int) -> dict[str, str]:
+    """The environment of ``tenantctl serve``'s queue builder process: this process's, with the builder's own
+    settings: ``workers`` queue workers each with one of as many slots, a catalog pool to match, no kept tenant
+    connections, and ``ceiling`` connections per server (lent out of this process's budget). The catalog's URL is
+    not here: it goes on the child's standard input (it may carry the embedded cluster's password)."""
+    env = dict(os.environ)
+    env.update(
+        TENANTS_QUEUE_WORKERS=str(workers),
+        TENANTS_QUEUE_BUILDER="inline",
+        TENANTS_MAX_PARALLEL=str(workers),
+        TENANTS_POOL_SIZE=str(workers + 1),
+        TENANTS_TENANT_CONNECTIONS="0",
+        TENANTS_CONNECTION_CEILING=str(ceiling),
+    )
+    env.pop("TENANTS_DATABASE_URL", None)
+    return env

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -23,9 +24,10 @@ from service.history import layouts, migrations
 from service.logs import valid_request_id
 from service.schema.drift import upkeep
 from service.store import catalog, isolation
-from service.store.budget import Budgets, catalog_pool_size
+from service.store.budget import Budgets, builder_ceiling, catalog_pool_size
 from service.store.db import Server, Servers
 from service.store.embedded import EmbeddedPostgres
+from service.tenants import builders
 from service.tenants.provisioner import Provisioner
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,20 @@ async def _provisioner(server: Server, migration_set: migrations.MigrationSet, s
     return provisioner
 
 
-def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def _builder(
+    settings: Settings, dsn: str, provisioner: Provisioner, process: bool
+) -> AbstractAsyncContextManager[object]:
+    """The queue's builder process, when the queue workers run in one (``tenantctl serve``)."""
+    if not process:
+        return contextlib.nullcontext()
+    return builders.Supervisor(settings, dsn, provisioner.queue_wakeup).running()
+
+
+def _lifespan(settings: Settings, queue_process: bool) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    # With a builder process, this one runs no queue worker and lends the child its connections.
+    lent = builder_ceiling(settings.queue_workers) if queue_process else 0
+    here = settings.model_copy(update={"queue_workers": 0}) if queue_process else settings
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Refuse to start on a broken folder before anything else happens.
@@ -79,19 +94,20 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         async with _database(settings) as dsn:
             budgets = Budgets(
                 settings.connection_share, settings.connection_ceiling, settings.connection_wait,
-                parallel=settings.max_parallel,
+                parallel=settings.max_parallel, lent=lent,
             )  # fmt: skip
             pool_size = await catalog_pool_size(budgets, dsn, settings)
             server = Server(dsn, settings.catalog_database, pool_size, budgets)
             try:
                 await server.open()
-                provisioner = await _provisioner(server, migration_set, settings)
+                provisioner = await _provisioner(server, migration_set, here)
                 app.state.provisioner = provisioner
                 app.state.rollouts = fleet_rollouts = Rollouts(provisioner, settings.rollout_poll_interval)
                 try:
                     async with (
                         upkeep(provisioner.drift, settings.drift_interval, settings.drift_concurrency),
                         fleet_rollouts.running(),
+                        _builder(settings, dsn, provisioner, queue_process),
                     ):
                         yield
                 finally:
@@ -102,13 +118,14 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
     return lifespan
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the app; nothing touches a database until the lifespan starts."""
+def create_app(settings: Settings, *, queue_process: bool = False) -> FastAPI:
+    """Build the app; nothing touches a database until the lifespan starts. ``queue_process``: the queue workers
+    run in a child process the app supervises (:mod:`service.tenants.builders`), not in its event loop."""
     app = FastAPI(
         title="tenant-provisioner",
         version=__version__,
         summary="Creates, migrates and inspects per-tenant PostgreSQL databases.",
-        lifespan=_lifespan(settings),
+        lifespan=_lifespan(settings, queue_process),
         dependencies=[Depends(limits.known_query)],
     )
     app.state.settings = settings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import logging.config
 import socket
 import sys
 from typing import Annotated
@@ -49,7 +50,8 @@ def serve(
     if not settings.auth_enabled and not _is_loopback(host):
         fail(f"refusing to serve on {host} without TENANTS_ADMIN_TOKEN or TENANTS_READ_TOKEN", 2)
     listener = _listen(host, port)
-    app = startup.Refusals(create_app(settings))
+    queue_process = settings.queue_builder == "process" and settings.queue_workers > 0
+    app = startup.Refusals(create_app(settings, queue_process=queue_process))
     config = uvicorn.Config(
         app,
         log_level=settings.log_level,
@@ -68,6 +70,19 @@ def serve(
     if app.error is not None:
         startup.say(startup.paragraph(app.error, settings))
         raise typer.Exit(1)
+
+
+@app.command("build-queue", hidden=True)
+def build_queue() -> None:
+    """The queue's builder process that `serve` starts and supervises (reads the catalog's URL on stdin)."""
+    import asyncio
+
+    from service.logs import config as log_config
+    from service.tenants import builders
+
+    settings = Settings()
+    logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
+    asyncio.run(builders.serve(settings))
 
 
 def _listen(host: str, port: int) -> socket.socket:

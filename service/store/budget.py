@@ -7,7 +7,8 @@ new requests included. So every connection this process opens to a server counts
 
 - the ceiling is ``connection_ceiling`` when set, else ``connection_share`` of the server's usable connections
   (``max_connections`` minus the reserved slots, read from the server on first contact); several replicas each take
-  their share;
+  their share; a replica whose queue builders run in a child process (``tenantctl serve``) lends the child
+  :func:`builder_ceiling` of its own ceiling, so the two together stay within the share;
 - the pools (the catalog's, each server's admin pool) are reserved at their ``max_size`` when they are made;
 - every other connection (tenant databases, kept reads, scratch and template databases, rollout and lock
   sessions) takes a permit for as long as it is open. When none is free, the idle kept connections of that server
@@ -66,12 +67,15 @@ class Pressure:
 class Budget:
     """The connections this process may open to one server."""
 
-    def __init__(self, name: str, share: float, ceiling: int, wait: float, want_free: int = MIN_FREE) -> None:
+    def __init__(
+        self, name: str, share: float, ceiling: int, wait: float, want_free: int = MIN_FREE, lent: int = 0
+    ) -> None:
         self.name = name
+        self._lent = lent  # held by this replica's builder process (builder_ceiling), out of the ceiling
         # Beyond the pools, what every slot busy at once may hold (see Budgets); less only warns.
         self.want_free = max(want_free, MIN_FREE)
         self._share = share
-        self._fixed = ceiling or None
+        self._fixed = max(ceiling - lent, 1) if ceiling else None
         self.ceiling: int | None = self._fixed
         self.max_connections: int | None = None
         self._wait = wait
@@ -86,7 +90,7 @@ class Budget:
         """The server's own limits (``SETTINGS_QUERY``); sets the ceiling unless one is configured."""
         self.max_connections = max_connections
         if self._fixed is None:
-            self.ceiling = max(int(self._share * (max_connections - reserved)), 1)
+            self.ceiling = max(int(self._share * (max_connections - reserved)) - self._lent, 1)
 
     def reserve_pool(self, size: int, what: str) -> None:
         """Count a pool at its largest; ConnectionBudgetTooSmall when it leaves fewer than MIN_FREE others."""
@@ -95,7 +99,7 @@ class Budget:
                 f"server {self.name}: a ceiling of {self.ceiling} connections (TENANTS_CONNECTION_CEILING, or "
                 f"TENANTS_CONNECTION_SHARE of max_connections={self.max_connections} minus the reserved slots) "
                 f"cannot hold the {what} ({size}) beside {self._pools} already reserved and {MIN_FREE} for tenant "
-                "work: lower TENANTS_POOL_SIZE or TENANTS_MAX_PARALLEL, or raise the share",
+                f"work{self._lent_hint()}: lower TENANTS_POOL_SIZE or TENANTS_MAX_PARALLEL, or raise the share",
                 server=self.name,
                 ceiling=self.ceiling,
             )
@@ -108,6 +112,14 @@ class Budget:
                 self.name, what, self.ceiling - self._pools - size, self.ceiling, self.want_free,
             )  # fmt: skip
         self._pools += size
+
+    def _lent_hint(self) -> str:
+        if not self._lent:
+            return ""
+        return (
+            f", {self._lent} being lent to the queue's builder process (TENANTS_QUEUE_WORKERS; "
+            "TENANTS_QUEUE_BUILDER=inline builds in this process instead)"
+        )
 
     def fit(self, wanted: int, *, floor: int, leave: int) -> int:
         """A pool size up to ``wanted`` (not below ``floor``) that leaves ``leave`` for pools still to come and
@@ -222,11 +234,14 @@ def endpoint(dsn: str) -> str:
 class Budgets:
     """One :class:`Budget` per server endpoint, shared by the catalog's server and a tenant server at one address."""
 
-    def __init__(self, share: float = 1.0, ceiling: int = 0, wait: float = 5.0, *, parallel: int = 0) -> None:
+    def __init__(
+        self, share: float = 1.0, ceiling: int = 0, wait: float = 5.0, *, parallel: int = 0, lent: int = 0
+    ) -> None:
         """``parallel``: TENANTS_MAX_PARALLEL. Each running operation and each rollout worker (as many) may hold a
         catalog session of its own and a tenant connection: 2 x parallel beyond the pools, plus one operation's
-        MIN_FREE, is what a server's budget should leave."""
-        self._share, self._ceiling, self._wait = share, ceiling, wait
+        MIN_FREE, is what a server's budget should leave. ``lent``: connections of each server's ceiling held by
+        this replica's builder process instead (:func:`builder_ceiling`)."""
+        self._share, self._ceiling, self._wait, self._lent = share, ceiling, wait, lent
         self._want_free = 2 * parallel + MIN_FREE
         self._by_endpoint: dict[str, Budget] = {}
 
@@ -234,11 +249,19 @@ class Budgets:
         key = endpoint(dsn)
         found = self._by_endpoint.get(key)
         if found is None:
-            found = self._by_endpoint[key] = Budget(name, self._share, self._ceiling, self._wait, self._want_free)
+            found = Budget(name, self._share, self._ceiling, self._wait, self._want_free, self._lent)
+            self._by_endpoint[key] = found
         return found
 
     def all(self) -> list[Budget]:
         return list(self._by_endpoint.values())
+
+
+def builder_ceiling(workers: int) -> int:
+    """Connections per server of a builder process running ``workers`` queue workers: its catalog pool (a lease per
+    worker and one to list the queue), its admin pool (one per worker) and MIN_FREE for the tenant connection of
+    each build and a template's or expected schema's sessions beside it."""
+    return (workers + 1) + workers + max(MIN_FREE, workers)
 
 
 async def catalog_pool_size(budgets: Budgets, dsn: str, settings: Settings) -> int:
