@@ -40,10 +40,12 @@ _ERRORS = ("too many clients", "TooManyConnections", "remaining connection slots
 
 
 class LimitedPostgres(EmbeddedPostgres):
-    """The embedded cluster with ``max_connections=40`` (a later ``-c`` wins over the default one)."""
+    """The embedded cluster with ``max_connections`` (a later ``-c`` wins over the default one)."""
+
+    limit = MAX_CONNECTIONS
 
     def _server_options(self, port: int) -> str:
-        return f"{super()._server_options(port)} -c max_connections={MAX_CONNECTIONS}"
+        return f"{super()._server_options(port)} -c max_connections={self.limit}"
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -78,6 +80,31 @@ async def burst(
 
     await asyncio.gather(*(one(i) for i in range(n)))
     return latencies, statuses
+
+
+async def probe(urls: list[str], catalog_dsn: str, stop: asyncio.Event) -> tuple[list[float], list[float]]:
+    """While the burst is sent and built: ``GET /healthz`` on the replicas and a one-row durable commit in the
+    catalog database, each every 100 ms; their latencies (ms). The first is how long the answering event loop keeps
+    a request waiting, the second what a catalog write (the enqueue) cannot go below at that moment."""
+    health: list[float] = []
+    commits: list[float] = []
+    conn = await asyncpg.connect(catalog_dsn)
+    await conn.execute("CREATE TABLE IF NOT EXISTS bench_probe (at timestamptz)")
+    try:
+        async with httpx.AsyncClient(timeout=120) as client:
+            i = 0
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                await client.get(f"{urls[i % len(urls)]}/healthz")
+                health.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                await conn.execute("INSERT INTO bench_probe VALUES (now())")
+                commits.append((time.perf_counter() - t0) * 1000)
+                i += 1
+                await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+    return health, commits
 
 
 async def sample_connections(dsn: str, peak: list[int], stop: asyncio.Event) -> None:
@@ -149,15 +176,20 @@ async def run_shape(
         return await c.post(f"{url}/tenants", json={"id": f"{tag}{i}"}, headers={"Prefer": "respond-async"})
 
     limit, _ = await burst_on_new_client(urls, n, rate, health)
-    peak, stop = [0], asyncio.Event()
+    peak, stop, probed = [0], asyncio.Event(), asyncio.Event()
     sampler = asyncio.create_task(sample_connections(dsn, peak, stop))
+    prober = asyncio.create_task(probe(urls, catalog_dsn, probed))
     latencies, statuses = await burst_on_new_client(urls, n, rate, create)
+    probed.set()
+    during, commits = await prober
     ready_after, states = await wait_ready(catalog_dsn, tag, n, limit_s=900 if workers else 0.0)
     stop.set()
     await sampler
     return {
         "shape": f"paced {rate:g}/s" if rate is not None else "at once",
         "healthz_ms": summary(limit),
+        "healthz_during_ms": summary(during),
+        "catalog_commit_during_ms": summary(commits),
         "accepted_ms": summary(latencies),
         "not_202": sum(1 for s in statuses if s != 202),
         "ready_s": round(ready_after, 1),
@@ -167,8 +199,20 @@ async def run_shape(
     }
 
 
+def sizes(args: argparse.Namespace) -> dict[str, str]:
+    """Pool sizes for two replicas on a 40-connection server (each replica's share is 18): the HTTP process of a
+    replica with a builder process keeps 18 - 9 lent to the builder, which holds its catalog pool (3) and admin pool
+    (2) beside the 4 the budget leaves for other work. ``--defaults``: none set."""
+    if args.defaults:
+        return {}
+    if args.builder == "process" and args.workers and not args.split:
+        return {"TENANTS_POOL_SIZE": "3", "TENANTS_MAX_PARALLEL": "1"}
+    return {"TENANTS_POOL_SIZE": "6", "TENANTS_MAX_PARALLEL": "3", "TENANTS_TENANT_CONNECTIONS": "0"}
+
+
 async def main(args: argparse.Namespace) -> None:
     data = Path(tempfile.mkdtemp(prefix="tenants-bench-queue-"))
+    LimitedPostgres.limit = args.max_connections
     pg = LimitedPostgres(data / "pg", durable=True)
     dsn = pg.start()
     tag = uuid.uuid4().hex[:6]
@@ -177,14 +221,13 @@ async def main(args: argparse.Namespace) -> None:
         "TENANTS_CATALOG_DATABASE": f"bench_{tag}",
         "TENANTS_DB_PREFIX": f"b{tag}_",
         "TENANTS_MIGRATIONS_DIR": str(ROOT / "migrations"),
-        "TENANTS_POOL_SIZE": "6",
-        "TENANTS_MAX_PARALLEL": "3",
         "TENANTS_QUEUE_WORKERS": str(args.workers),
-        "TENANTS_TENANT_CONNECTIONS": "0",
+        "TENANTS_QUEUE_BUILDER": args.builder,
         "TENANTS_LOG_LEVEL": "warning",
+        **sizes(args),
     }
     # --split: replica 0 answers and only queues; replica 1 builds and answers nothing.
-    roles: list[dict[str, str]] = [{"TENANTS_QUEUE_WORKERS": "0"}, {}] if args.split else [{}, {}]
+    roles: list[dict[str, str]] = [{"TENANTS_QUEUE_WORKERS": "0"}, {}] if args.split else [{}] * args.replicas
     replicas = [Service({**env, **role}, data / f"replica{i}.log") for i, role in enumerate(roles)]
     results = []
     try:
@@ -192,8 +235,10 @@ async def main(args: argparse.Namespace) -> None:
             await replica.start()
         urls = [replicas[0].url] if args.split else [r.url for r in replicas]
         catalog_dsn = with_database(dsn, f"bench_{tag}")
-        results.append(await run_shape(urls, dsn, catalog_dsn, args.tenants, args.rate, "p", args.workers))
-        results.append(await run_shape(urls, dsn, catalog_dsn, args.tenants, None, "o", args.workers))
+        if args.shapes in ("both", "paced"):
+            results.append(await run_shape(urls, dsn, catalog_dsn, args.tenants, args.rate, "p", args.workers))
+        if args.shapes in ("both", "once"):
+            results.append(await run_shape(urls, dsn, catalog_dsn, args.tenants, None, "o", args.workers))
     finally:
         try:
             for replica in replicas:
@@ -202,9 +247,12 @@ async def main(args: argparse.Namespace) -> None:
             pg.stop()
     logs = "".join(r.log.read_text() for r in replicas)
     report = {
-        "server": f"embedded (durable), max_connections={MAX_CONNECTIONS}",
+        "server": f"embedded (durable), max_connections={args.max_connections}",
         "tenants_per_shape": args.tenants,
-        "replicas": "2: one answering and queueing, one building" if args.split else "2, both answering and building",
+        "replicas": "2: one answering and queueing, one building"
+        if args.split
+        else f"{args.replicas}, each answering and building (builder: {args.builder})",
+        "settings": sizes(args),
         "connection_error_log_lines": sum(logs.count(e) for e in _ERRORS),
         "shapes": results,
     }
@@ -217,4 +265,9 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=150.0, help="requests per second of the paced burst")
     parser.add_argument("--split", action="store_true", help="one replica answers, the other builds")
     parser.add_argument("--workers", type=int, default=2, help="TENANTS_QUEUE_WORKERS of each replica (0: only queue)")
+    parser.add_argument("--builder", choices=["process", "inline"], default="process", help="TENANTS_QUEUE_BUILDER")
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS)
+    parser.add_argument("--defaults", action="store_true", help="no pool sizes set: the service's defaults")
+    parser.add_argument("--shapes", choices=["both", "paced", "once"], default="both")
     asyncio.run(main(parser.parse_args()))

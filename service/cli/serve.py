@@ -51,7 +51,11 @@ def serve(
         fail(f"refusing to serve on {host} without TENANTS_ADMIN_TOKEN or TENANTS_READ_TOKEN", 2)
     listener = _listen(host, port)
     queue_process = settings.queue_builder == "process" and settings.queue_workers > 0
-    app = startup.Refusals(create_app(settings, queue_process=queue_process))
+    service = create_app(settings, queue_process=queue_process)
+    # Every request's query check reads the OpenAPI document (api/limits.known_query): built now, not by the first
+    # request, which held the event loop 0.3-0.8 s doing it on this repository's bench machine (bench/RESULTS.md).
+    service.openapi()
+    app = startup.Refusals(service)
     config = uvicorn.Config(
         app,
         log_level=settings.log_level,
