@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -279,6 +280,7 @@ async def main(args: argparse.Namespace) -> None:
                 stop(replica)
         finally:
             pg.stop()
+            shutil.rmtree(data, ignore_errors=True)  # 300 tenants x 2 shapes: gigabytes
     logs = "".join(r.log.read_text() for r in replicas)
     report = {
         "server": f"embedded (durable), max_connections={args.max_connections}",
